@@ -1,0 +1,265 @@
+"""InfluxDB line protocol: points and DataFrames to bytes, escaped correctly.
+
+Escaping follows what influxd 1.x actually parses (checked against 1.6.7): in measurement
+names `,` and space are escaped; in tag keys, tag values and field keys `,`, `=` and space;
+in string field values `"` and `\\`. influxd does *not* unescape `\\\\` in names and tags, so a
+backslash right before an escapable character or at the end of a name cannot be written at
+all: such values are rejected with a clear error rather than silently altered. Newlines
+end a line in the protocol and are rejected everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from collector import schema
+
+FieldValue = int | float | str | bool
+
+
+class LineProtocolError(ValueError):
+    """A point that cannot be written as given; the message names the part at fault."""
+
+
+@dataclass(slots=True)
+class Point:
+    """One sample: what parsers produce and the writer consumes."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, FieldValue]
+    time_ns: int
+
+
+_MEAS_RE = re.compile(r"([, ])")
+_KEY_RE = re.compile(r"([,= ])")
+# A backslash followed by an escapable character (or ending the text) cannot be expressed.
+_BAD_BACKSLASH_NAME = re.compile(r"\\(?=[, ]|$)")
+_BAD_BACKSLASH_KEY = re.compile(r"\\(?=[,= ]|$)")
+
+
+def _check(text: str, what: str, bad: re.Pattern[str]) -> None:
+    if not isinstance(text, str):
+        raise LineProtocolError(f"{what} must be a string, got {type(text).__name__}: {text!r}")
+    if "\n" in text or "\r" in text:
+        raise LineProtocolError(f"{what} {text!r} contains a newline")
+    if bad.search(text):
+        raise LineProtocolError(
+            f"{what} {text!r} has a backslash before ',', '=', ' ' or at its end: "
+            "InfluxDB line protocol cannot represent that"
+        )
+
+
+def escape_measurement(name: str) -> str:
+    _check(name, "measurement name", _BAD_BACKSLASH_NAME)
+    if not name:
+        raise LineProtocolError("measurement name is empty")
+    return _MEAS_RE.sub(r"\\\1", name)
+
+
+def escape_key(text: str, what: str = "tag") -> str:
+    """Escape a tag key, tag value or field key."""
+    _check(text, what, _BAD_BACKSLASH_KEY)
+    return _KEY_RE.sub(r"\\\1", text)
+
+
+def escape_string_field(value: str, what: str = "string field") -> str:
+    if "\n" in value or "\r" in value:
+        raise LineProtocolError(f"{what} {value!r} contains a newline")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_value(value: FieldValue, ftype: type | None, what: str) -> str:
+    """Format one field value with the type the schema declares (ints get the `i`)."""
+    if ftype is None:
+        ftype = type(value)
+    if ftype is bool:
+        if not isinstance(value, bool | np.bool_):
+            raise LineProtocolError(f"{what} must be a bool, got {value!r}")
+        return "true" if value else "false"
+    if ftype is int:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            if isinstance(value, float | np.floating) and float(value).is_integer():
+                return f"{int(value)}i"
+            raise LineProtocolError(f"{what} must be an integer, got {value!r}")
+        return f"{int(value)}i"
+    if ftype is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            raise LineProtocolError(f"{what} must be a number, got {value!r}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise LineProtocolError(f"{what} must be finite, got {value!r}")
+        return repr(v)
+    if ftype is str:
+        if not isinstance(value, str):
+            raise LineProtocolError(f"{what} must be a string, got {value!r}")
+        return escape_string_field(value, what)
+    raise LineProtocolError(f"{what}: unsupported type {ftype}")
+
+
+def _field_type(m: schema.Measurement | None, name: str, where: str) -> type | None:
+    if m is None:
+        return None
+    f = m.field(name)
+    if f is None:
+        known = ", ".join(sorted(m.fields))
+        raise LineProtocolError(f"{where}: field {name!r} is not in the schema of {m.name!r} ({known})")
+    return f.type
+
+
+def _measurement(name: str, validate: bool) -> schema.Measurement | None:
+    if not validate:
+        return None
+    try:
+        return schema.get(name)
+    except KeyError as e:
+        raise LineProtocolError(str(e.args[0])) from None
+
+
+def _tag_block(tags: Mapping[str, str], m: schema.Measurement | None, where: str) -> str:
+    parts = []
+    for k in sorted(tags):
+        v = tags[k]
+        if v is None or v == "":
+            continue  # InfluxDB drops empty tags; omit them rather than fail the line
+        if m is not None and k not in m.tags:
+            raise LineProtocolError(f"{where}: tag {k!r} is not declared for {m.name!r} ({', '.join(m.tags)})")
+        parts.append(f",{escape_key(k, 'tag key')}={escape_key(str(v), f'tag {k}')}")
+    return "".join(parts)
+
+
+def encode_point(p: Point, validate: bool = True) -> str:
+    m = _measurement(p.measurement, validate)
+    where = f"point {p.measurement}"
+    if not p.fields:
+        raise LineProtocolError(f"{where}: has no fields")
+    fields = []
+    for k, v in p.fields.items():
+        if v is None:
+            continue
+        ftype = _field_type(m, k, where)
+        fields.append(f"{escape_key(k, 'field key')}={format_value(v, ftype, f'{where} field {k!r}')}")
+    if not fields:
+        raise LineProtocolError(f"{where}: every field is empty")
+    return (
+        f"{escape_measurement(p.measurement)}{_tag_block(p.tags, m, where)} "
+        f"{','.join(fields)} {int(p.time_ns)}"
+    )
+
+
+def encode_points(points: Iterable[Point], validate: bool = True) -> list[str]:
+    return [encode_point(p, validate) for p in points]
+
+
+def encode_frame(
+    df: pd.DataFrame,
+    measurement: str,
+    tag_columns: Sequence[str] = (),
+    field_columns: Sequence[str] | None = None,
+    time_column: str | None = None,
+    const_tags: Mapping[str, str] | None = None,
+    validate: bool = True,
+) -> list[str]:
+    """Encode a frame to lines without a per-row Python loop.
+
+    Time is the int64 ns column `time_column`, or the index when it is a DatetimeIndex or
+    an integer index of ns. Tag columns are escaped once per distinct value. Rows whose
+    fields are all NaN are skipped (InfluxDB rejects lines without fields).
+    """
+    m = _measurement(measurement, validate)
+    where = f"frame for {measurement}"
+    if field_columns is None:
+        field_columns = [c for c in df.columns if c not in tag_columns and c != time_column]
+    if not field_columns:
+        raise LineProtocolError(f"{where}: no field columns")
+    n = len(df)
+    if n == 0:
+        return []
+
+    times = _times_ns(df, time_column, where)
+    prefix = escape_measurement(measurement) + _tag_block(const_tags or {}, m, where)
+    line = pd.Series(np.full(n, prefix, dtype=object))
+    for col in tag_columns:
+        if m is not None and col not in m.tags:
+            raise LineProtocolError(f"{where}: tag {col!r} is not declared for {measurement!r}")
+        codes, uniques = pd.factorize(df[col], use_na_sentinel=True)
+        key = escape_key(col, "tag key")
+        enc = np.array(
+            [f",{key}={escape_key(str(u), f'tag {col}')}" if str(u) != "" else "" for u in uniques]
+            + [""],
+            dtype=object,
+        )
+        line = line + enc[codes]  # code -1 (missing) picks the trailing ""
+
+    any_field = np.zeros(n, dtype=bool)
+    body = pd.Series(np.full(n, "", dtype=object))
+    for col in field_columns:
+        ftype = _field_type(m, col, where)
+        text, present = _format_column(df[col], ftype, f"{where} field {col!r}")
+        key = escape_key(col, "field key")
+        sep = np.where(any_field, ",", "")
+        piece = pd.Series(sep, dtype=object) + key + "=" + text
+        body = body.where(~present, body + piece)
+        any_field |= present
+    out = line + " " + body + " " + pd.Series(times.astype(str), dtype=object)
+    return out[any_field].tolist()
+
+
+def _times_ns(df: pd.DataFrame, time_column: str | None, where: str) -> np.ndarray:
+    if time_column is not None:
+        col = df[time_column]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            return col.astype("datetime64[ns]").to_numpy().view("int64")
+        return col.to_numpy(dtype="int64")
+    idx = df.index
+    if isinstance(idx, pd.DatetimeIndex):
+        return idx.as_unit("ns").asi8
+    if pd.api.types.is_integer_dtype(idx):
+        return idx.to_numpy(dtype="int64")
+    raise LineProtocolError(f"{where}: no time column and the index is not a time index")
+
+
+def _format_column(col: pd.Series, ftype: type | None, what: str) -> tuple[pd.Series, np.ndarray]:
+    values = col.to_numpy()
+    present = ~pd.isna(values)
+    if ftype is None:
+        ftype = _infer_type(col)
+    if ftype is int:
+        if pd.api.types.is_float_dtype(col):
+            finite = values[present]
+            if not np.all(np.equal(np.mod(finite, 1), 0)):
+                raise LineProtocolError(f"{what} must be integers, got fractional values")
+        ints = np.where(present, values, 0).astype("int64")
+        text = pd.Series(ints.astype(str), dtype=object) + "i"
+    elif ftype is float:
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+            raise LineProtocolError(f"{what} must be numeric, got dtype {col.dtype}")
+        floats = values.astype("float64")
+        if np.isinf(floats[present]).any():
+            raise LineProtocolError(f"{what} contains infinity")
+        # repr() of a float64 round-trips exactly; numpy's str() of float64 does too.
+        text = pd.Series(floats.astype(str), dtype=object)
+    elif ftype is bool:
+        text = pd.Series(np.where(values.astype(bool), "true", "false"), dtype=object)
+    else:
+        text = pd.Series(
+            [escape_string_field(str(v), what) if p else "" for v, p in zip(values, present, strict=True)],
+            dtype=object,
+        )
+    return text, present
+
+
+def _infer_type(col: pd.Series) -> type:
+    if pd.api.types.is_bool_dtype(col):
+        return bool
+    if pd.api.types.is_integer_dtype(col):
+        return int
+    if pd.api.types.is_float_dtype(col):
+        return float
+    return str
