@@ -109,7 +109,9 @@ def _field_type(m: schema.Measurement | None, name: str, where: str) -> type | N
     f = m.field(name)
     if f is None:
         known = ", ".join(sorted(m.fields))
-        raise LineProtocolError(f"{where}: field {name!r} is not in the schema of {m.name!r} ({known})")
+        raise LineProtocolError(
+            f"{where}: field {name!r} is not in the schema of {m.name!r} ({known})"
+        )
     return f.type
 
 
@@ -129,7 +131,9 @@ def _tag_block(tags: Mapping[str, str], m: schema.Measurement | None, where: str
         if v is None or v == "":
             continue  # InfluxDB drops empty tags; omit them rather than fail the line
         if m is not None and k not in m.tags:
-            raise LineProtocolError(f"{where}: tag {k!r} is not declared for {m.name!r} ({', '.join(m.tags)})")
+            raise LineProtocolError(
+                f"{where}: tag {k!r} is not declared for {m.name!r} ({', '.join(m.tags)})"
+            )
         parts.append(f",{escape_key(k, 'tag key')}={escape_key(str(v), f'tag {k}')}")
     return "".join(parts)
 
@@ -144,7 +148,9 @@ def encode_point(p: Point, validate: bool = True) -> str:
         if v is None:
             continue
         ftype = _field_type(m, k, where)
-        fields.append(f"{escape_key(k, 'field key')}={format_value(v, ftype, f'{where} field {k!r}')}")
+        fields.append(
+            f"{escape_key(k, 'field key')}={format_value(v, ftype, f'{where} field {k!r}')}"
+        )
     if not fields:
         raise LineProtocolError(f"{where}: every field is empty")
     return (
@@ -249,7 +255,10 @@ def _format_column(col: pd.Series, ftype: type | None, what: str) -> tuple[pd.Se
         text = pd.Series(np.where(values.astype(bool), "true", "false"), dtype=object)
     else:
         text = pd.Series(
-            [escape_string_field(str(v), what) if p else "" for v, p in zip(values, present, strict=True)],
+            [
+                escape_string_field(str(v), what) if p else ""
+                for v, p in zip(values, present, strict=True)
+            ],
             dtype=object,
         )
     return text, present

@@ -9,7 +9,7 @@ instead of repeating strings, and the writer validates every point against it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -67,7 +67,7 @@ class Measurement:
 REGISTRY: dict[str, Measurement] = {}
 
 
-def _fields(spec: Iterable[tuple[str, FieldType, str, Kind] | tuple[str, FieldType, str, Kind, str]]):
+def _fields(spec: Iterable[tuple]) -> dict[str, Field]:
     out: dict[str, Field] = {}
     for item in spec:
         out[item[0]] = Field(*item)
@@ -101,7 +101,7 @@ def all_measurements() -> Iterator[Measurement]:
     return iter(REGISTRY.values())
 
 
-C, G, I = Kind.COUNTER, Kind.GAUGE, Kind.INFO
+C, G, INFO = Kind.COUNTER, Kind.GAUGE, Kind.INFO
 
 # --- node measurements (Telegraf inputs, same names and types) ------------------------
 
@@ -202,7 +202,7 @@ NET = register(
         ("err_out", int, "packets", C),
         ("drop_in", int, "packets", C),
         ("drop_out", int, "packets", C),
-        ("speed", int, "Mbit/s", I, "link speed, -1 when unknown"),
+        ("speed", int, "Mbit/s", INFO, "link speed, -1 when unknown"),
     ],
     "Network interface counters from /proc/net/dev (Telegraf inputs.net).",
 )
@@ -235,7 +235,7 @@ SYSTEM = register(
         ("load1", float, "", G),
         ("load5", float, "", G),
         ("load15", float, "", G),
-        ("n_cpus", int, "cpus", I),
+        ("n_cpus", int, "cpus", INFO),
         ("n_users", int, "users", G),
         ("uptime", int, "s", G),
     ],
@@ -249,7 +249,7 @@ KERNEL = register(
         ("context_switches", int, "count", C),
         ("interrupts", int, "count", C),
         ("processes_forked", int, "count", C),
-        ("boot_time", int, "s", I),
+        ("boot_time", int, "s", INFO),
         ("disk_pages_in", int, "pages", C),
         ("disk_pages_out", int, "pages", C),
         ("entropy_avail", int, "bits", G),
@@ -283,7 +283,7 @@ PROCSTAT = register(
     "procstat",
     (*COMMON_TAGS, "process_name", "pattern", "pid"),
     [
-        ("pid", int, "", I),
+        ("pid", int, "", INFO),
         ("cpu_time_user", float, "s", C),
         ("cpu_time_system", float, "s", C),
         ("cpu_usage", float, "percent", G, "of one core over the interval"),
@@ -298,7 +298,7 @@ PROCSTAT = register(
         ("write_count", int, "ops", C),
         ("voluntary_context_switches", int, "count", C),
         ("involuntary_context_switches", int, "count", C),
-        ("created_at", int, "ns", I),
+        ("created_at", int, "ns", INFO),
     ],
     "Per-process resources for processes matched by name or pattern (Telegraf inputs.procstat).",
 )
@@ -347,17 +347,17 @@ RABBITMQ_NODE = register(
     (*COMMON_TAGS, "url", "rabbit_node"),
     [
         ("mem_used", int, "bytes", G),
-        ("mem_limit", int, "bytes", I),
+        ("mem_limit", int, "bytes", INFO),
         ("mem_alarm", int, "bool", G),
         ("disk_free", int, "bytes", G),
-        ("disk_free_limit", int, "bytes", I),
+        ("disk_free_limit", int, "bytes", INFO),
         ("disk_free_alarm", int, "bool", G),
         ("fd_used", int, "fds", G),
-        ("fd_total", int, "fds", I),
+        ("fd_total", int, "fds", INFO),
         ("sockets_used", int, "sockets", G),
-        ("sockets_total", int, "sockets", I),
+        ("sockets_total", int, "sockets", INFO),
         ("proc_used", int, "processes", G),
-        ("proc_total", int, "processes", I),
+        ("proc_total", int, "processes", INFO),
         ("run_queue", int, "processes", G),
         ("uptime", int, "ms", G),
         ("running", int, "bool", G),
@@ -399,13 +399,13 @@ WALLY_NODE = register(
     "wally_node",
     (*COMMON_TAGS,),
     [
-        ("roles", str, "", I, "all roles of the node, comma separated"),
-        ("cores", int, "cpus", I),
-        ("cpu_model", str, "", I),
-        ("memory", int, "bytes", I),
-        ("kernel", str, "", I),
-        ("os", str, "", I),
-        ("info", str, "json", I, "full discovered hardware/software description"),
+        ("roles", str, "", INFO, "all roles of the node, comma separated"),
+        ("cores", int, "cpus", INFO),
+        ("cpu_model", str, "", INFO),
+        ("memory", int, "bytes", INFO),
+        ("kernel", str, "", INFO),
+        ("os", str, "", INFO),
+        ("info", str, "json", INFO, "full discovered hardware/software description"),
     ],
     "One record per node per run: what the node is.",
     source="wally",
@@ -415,12 +415,12 @@ WALLY_DEVICE = register(
     "wally_device",
     (*COMMON_TAGS, TAG_DEVICE, TAG_DEVICE_ROLE, "kind"),
     [
-        ("size", int, "bytes", I),
-        ("model", str, "", I),
-        ("rotational", bool, "", I),
-        ("scheduler", str, "", I),
-        ("mountpoint", str, "", I),
-        ("speed", int, "Mbit/s", I),
+        ("size", int, "bytes", INFO),
+        ("model", str, "", INFO),
+        ("rotational", bool, "", INFO),
+        ("scheduler", str, "", INFO),
+        ("mountpoint", str, "", INFO),
+        ("speed", int, "Mbit/s", INFO),
     ],
     "One record per device (kind=disk|nic) per node: the tag index analysis resolves roles by.",
     source="wally",
@@ -430,7 +430,7 @@ WALLY_EVENT = register(
     "wally_event",
     (*COMMON_TAGS, "kind"),
     [
-        ("message", str, "", I),
+        ("message", str, "", INFO),
         ("gap_seconds", float, "s", G, "how long a sensor stream was interrupted"),
     ],
     "Things that happened: a sensor connection lost and re-established, a node failing.",
@@ -441,11 +441,11 @@ WALLY_TEST = register(
     "wally_test",
     ("run", "test", "node", "kind", "status"),
     [
-        ("start", int, "ns", I),
-        ("end", int, "ns", I),
-        ("iteration", int, "", I),
-        ("params", str, "json", I),
-        ("ramp", float, "s", I),
+        ("start", int, "ns", INFO),
+        ("end", int, "ns", INFO),
+        ("iteration", int, "", INFO),
+        ("params", str, "json", INFO),
+        ("ramp", float, "s", INFO),
     ],
     "One record per test iteration and node: its window and parameters. Sensor data for "
     "a test is selected by this window, never by a run tag.",
