@@ -189,16 +189,17 @@ def encode_frame(
         return []
 
     times = _times_ns(df, time_column, where)
-    prefix = escape_measurement(measurement) + _tag_block(const_tags or {}, m, where)
-    line = pd.Series(np.full(n, prefix, dtype=object))
-    for col in tag_columns:
-        if m is not None and col not in m.tags:
-            raise LineProtocolError(f"{where}: tag {col!r} is not declared for {measurement!r}")
-        codes, uniques = pd.factorize(df[col], use_na_sentinel=True)
-        key = escape_key(col, "tag key")
+    const_tags = dict(const_tags or {})
+    line = pd.Series(np.full(n, escape_measurement(measurement), dtype=object))
+    for key in sorted({*const_tags, *tag_columns}):  # sorted tags: InfluxDB's fast path
+        if m is not None and key not in m.tags:
+            raise LineProtocolError(f"{where}: tag {key!r} is not declared for {measurement!r}")
+        if key in const_tags:
+            line = line + _tag_block({key: const_tags[key]}, None, where)
+            continue
+        codes, uniques = pd.factorize(df[key], use_na_sentinel=True)
         enc = np.array(
-            [f",{key}={escape_key(str(u), f'tag {col}')}" if str(u) != "" else "" for u in uniques]
-            + [""],
+            [_tag_block({key: str(u)}, None, where) for u in uniques] + [""],
             dtype=object,
         )
         line = line + enc[codes]  # code -1 (missing) picks the trailing ""
