@@ -321,6 +321,81 @@ CEPH = register(
     dynamic_kind=C,
 )
 
+# Cluster-level Ceph (Telegraf inputs.ceph gather_cluster_stats): every field a float.
+CEPH_POOL_STATS = register(
+    "ceph_pool_stats",
+    (*COMMON_TAGS, "name"),
+    [
+        (n, float, u, G)
+        for n, u in (
+            ("read_bytes_sec", "bytes/s"),
+            ("write_bytes_sec", "bytes/s"),
+            ("read_op_per_sec", "ops/s"),
+            ("write_op_per_sec", "ops/s"),
+            ("recovering_objects_per_sec", "objects/s"),
+            ("recovering_bytes_per_sec", "bytes/s"),
+            ("recovering_keys_per_sec", "keys/s"),
+        )
+    ],
+    "Per pool client IO and recovery rates from `ceph osd pool stats` (tag name = pool).",
+)
+
+CEPH_PGMAP = register(
+    "ceph_pgmap",
+    COMMON_TAGS,
+    [
+        ("num_pgs", float, "pgs", G),
+        ("data_bytes", float, "bytes", G),
+        ("bytes_used", float, "bytes", G),
+        ("bytes_avail", float, "bytes", G),
+        ("bytes_total", float, "bytes", G),
+        ("read_bytes_sec", float, "bytes/s", G),
+        ("write_bytes_sec", float, "bytes/s", G),
+        ("op_per_sec", float, "ops/s", G),
+    ],
+    "Cluster-wide PG and capacity summary from `ceph pg stat`.",
+)
+
+CEPH_PGMAP_STATE = register(
+    "ceph_pgmap_state",
+    (*COMMON_TAGS, "state"),
+    [("count", float, "pgs", G)],
+    "Number of PGs in each state combination (e.g. active+clean) from `ceph pg stat`.",
+)
+
+_OP_STAGES = ("receive", "queue", "pg", "execute", "reply")
+CEPH_OP_STAGES = register(
+    "ceph_op_stages",
+    (*COMMON_TAGS, "type", "id", "op_type"),
+    [
+        ("ops", int, "ops", G, "ops that completed in the interval and were kept in history"),
+        ("history_size", int, "ops", INFO, "how many ops the OSD keeps (the sample cap)"),
+        ("duration_sum", float, "s", G),
+        ("duration_max", float, "s", G),
+    ]
+    + [
+        (f"{st}_{agg}", typ, unit, G)
+        for st in _OP_STAGES
+        for agg, typ, unit in (("sum", float, "s"), ("max", float, "s"), ("count", int, "ops"))
+    ],
+    "Where inside the OSD time goes, from `dump_historic_ops`: per interval and op type, "
+    "stage durations of the ops Ceph kept (its slowest recent ops): receive = initiated->"
+    "queued_for_pg, queue = ->reached_pg, pg = ->started, execute = ->op_commit (or done), "
+    "reply = op_commit->done. Means are sum/count, derived in analysis.",
+    source="wally",
+)
+
+CEPH_OPS_IN_FLIGHT = register(
+    "ceph_ops_in_flight",
+    (*COMMON_TAGS, "type", "id"),
+    [
+        ("num_ops", int, "ops", G, "ops the OSD is working on at sample time"),
+        ("oldest_age", float, "s", G, "age of the oldest op in flight, 0 if none"),
+    ],
+    "OSD ops in flight from `dump_ops_in_flight`.",
+    source="wally",
+)
+
 RABBITMQ_OVERVIEW = register(
     "rabbitmq_overview",
     (*COMMON_TAGS, "url"),
