@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -172,11 +173,13 @@ def encode_frame(
     const_tags: Mapping[str, str] | None = None,
     validate: bool = True,
 ) -> list[str]:
-    """Encode a frame to lines without a per-row Python loop.
+    """Encode a frame to lines without an interpreted per-row loop.
 
     Time is the int64 ns column `time_column`, or the index when it is a DatetimeIndex or
-    an integer index of ns. Tag columns are escaped once per distinct value. Rows whose
-    fields are all NaN are skipped (InfluxDB rejects lines without fields).
+    an integer index of ns. Tag prefixes are escaped once per distinct tag combination;
+    each column becomes a list of strings in C (`map(str, ...)`) and rows are assembled by
+    `map("".join, zip(...))`. Rows whose fields are all missing are skipped (InfluxDB
+    rejects lines without fields).
     """
     m = _measurement(measurement, validate)
     where = f"frame for {measurement}"
@@ -184,38 +187,65 @@ def encode_frame(
         field_columns = [c for c in df.columns if c not in tag_columns and c != time_column]
     if not field_columns:
         raise LineProtocolError(f"{where}: no field columns")
-    n = len(df)
-    if n == 0:
+    if len(df) == 0:
         return []
-
-    times = _times_ns(df, time_column, where)
     const_tags = dict(const_tags or {})
-    line = pd.Series(np.full(n, escape_measurement(measurement), dtype=object))
-    for key in sorted({*const_tags, *tag_columns}):  # sorted tags: InfluxDB's fast path
+    for key in (*const_tags, *tag_columns):
         if m is not None and key not in m.tags:
             raise LineProtocolError(f"{where}: tag {key!r} is not declared for {measurement!r}")
-        if key in const_tags:
-            line = line + _tag_block({key: const_tags[key]}, None, where)
-            continue
-        codes, uniques = pd.factorize(df[key], use_na_sentinel=True)
-        enc = np.array(
-            [_tag_block({key: str(u)}, None, where) for u in uniques] + [""],
-            dtype=object,
-        )
-        line = line + enc[codes]  # code -1 (missing) picks the trailing ""
 
-    any_field = np.zeros(n, dtype=bool)
-    body = pd.Series(np.full(n, "", dtype=object))
-    for col in field_columns:
-        ftype = _field_type(m, col, where)
-        text, present = _format_column(df[col], ftype, f"{where} field {col!r}")
-        key = escape_key(col, "field key")
-        sep = np.where(any_field, ",", "")
-        piece = pd.Series(sep, dtype=object) + key + "=" + text
-        body = body.where(~present, body + piece)
+    parts: list[Iterable[str]] = [_prefixes(df, measurement, tag_columns, const_tags, where)]
+    columns = [
+        (c, *_format_column(df[c], _field_type(m, c, where), f"{where} field {c!r}"))
+        for c in field_columns
+    ]
+    # A column present on every row goes first, so every other field can start with ",".
+    columns.sort(key=lambda c: not c[2].all())
+    any_field = np.zeros(len(df), dtype=bool)
+    for i, (name, text, present, suffix) in enumerate(columns):
+        key = escape_key(name, "field key")
+        if present.all():
+            parts += [repeat(f"{' ' if i == 0 else ','}{key}="), text, repeat(suffix)]
+        else:
+            # the first field present on a row opens the field set with " ", later ones ","
+            pieces = np.where(any_field, f",{key}=", f" {key}=").astype(object)
+            pieces = pieces + np.array(text, dtype=object) + suffix
+            parts.append(np.where(present, pieces, "").tolist())
         any_field |= present
-    out = line + " " + body + " " + pd.Series(times.astype(str), dtype=object)
-    return out[any_field].tolist()
+    parts += [repeat(" "), map(str, _times_ns(df, time_column, where).tolist())]
+    lines = list(map("".join, zip(*parts, strict=False)))  # repeat() is endless
+    if any_field.all():
+        return lines
+    return [line for line, keep in zip(lines, any_field, strict=True) if keep]
+
+
+def _prefixes(
+    df: pd.DataFrame,
+    measurement: str,
+    tag_columns: Sequence[str],
+    const_tags: dict[str, str],
+    where: str,
+) -> list[str]:
+    """Measurement and sorted tag set for every row, escaped once per distinct combination."""
+    head = escape_measurement(measurement)
+    if not tag_columns:
+        return [head + _tag_block(const_tags, None, where)] * len(df)
+    codes, uniques = [], []
+    for col in tag_columns:
+        c, u = pd.factorize(df[col], use_na_sentinel=True)
+        codes.append(c + 1)  # 0 = missing
+        uniques.append([None, *u])
+    combined = np.ravel_multi_index(codes, [len(u) for u in uniques])
+    distinct, inverse = np.unique(combined, return_inverse=True)
+    encoded = []
+    for flat in distinct:
+        idx = np.unravel_index(flat, [len(u) for u in uniques])
+        tags = dict(const_tags)
+        for col, u, k in zip(tag_columns, uniques, idx, strict=True):
+            if u[k] is not None:
+                tags[col] = str(u[k])
+        encoded.append(head + _tag_block(tags, None, where))
+    return np.array(encoded, dtype=object)[inverse].tolist()
 
 
 def _times_ns(df: pd.DataFrame, time_column: str | None, where: str) -> np.ndarray:
@@ -232,37 +262,33 @@ def _times_ns(df: pd.DataFrame, time_column: str | None, where: str) -> np.ndarr
     raise LineProtocolError(f"{where}: no time column and the index is not a time index")
 
 
-def _format_column(col: pd.Series, ftype: type | None, what: str) -> tuple[pd.Series, np.ndarray]:
+def _format_column(
+    col: pd.Series, ftype: type | None, what: str
+) -> tuple[list[str], np.ndarray, str]:
+    """A column as the text of its values, a presence mask, and the type suffix (`i`)."""
     values = col.to_numpy()
     present = ~pd.isna(values)
     if ftype is None:
         ftype = _infer_type(col)
     if ftype is int:
-        if pd.api.types.is_float_dtype(col):
-            finite = values[present]
-            if not np.all(np.equal(np.mod(finite, 1), 0)):
-                raise LineProtocolError(f"{what} must be integers, got fractional values")
+        if pd.api.types.is_float_dtype(col) and not np.all(np.equal(np.mod(values[present], 1), 0)):
+            raise LineProtocolError(f"{what} must be integers, got fractional values")
+        if not (pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+            raise LineProtocolError(f"{what} must be integers, got dtype {col.dtype}")
         ints = np.where(present, values, 0).astype("int64")
-        text = pd.Series(ints.astype(str), dtype=object) + "i"
-    elif ftype is float:
+        return list(map(str, ints.tolist())), present, "i"
+    if ftype is float:
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise LineProtocolError(f"{what} must be numeric, got dtype {col.dtype}")
         floats = values.astype("float64")
         if np.isinf(floats[present]).any():
             raise LineProtocolError(f"{what} contains infinity")
-        # repr() of a float64 round-trips exactly; numpy's str() of float64 does too.
-        text = pd.Series(floats.astype(str), dtype=object)
-    elif ftype is bool:
-        text = pd.Series(np.where(values.astype(bool), "true", "false"), dtype=object)
-    else:
-        text = pd.Series(
-            [
-                escape_string_field(str(v), what) if p else ""
-                for v, p in zip(values, present, strict=True)
-            ],
-            dtype=object,
-        )
-    return text, present
+        return list(map(repr, floats.tolist())), present, ""
+    if ftype is bool:
+        return np.where(values.astype(bool), "true", "false").tolist(), present, ""
+    return [
+        escape_string_field(str(v), what) if p else "" for v, p in zip(values, present, strict=True)
+    ], present
 
 
 def _infer_type(col: pd.Series) -> type:
