@@ -158,3 +158,15 @@ def base_tags(ctx: Context, **extra: str) -> dict[str, str]:
     tags = dict(ctx.tags)
     tags.update(extra)
     return tags
+
+
+def digest_counts(sample: Sample, key: str) -> list[tuple[str, int]]:
+    """The 'name count' lines of a node-side digest (@procs, @sockets, @users)."""
+    out = []
+    for line in need(sample, key).splitlines():
+        name, _, count = line.partition(" ")
+        try:
+            out.append((name, int(count)))
+        except ValueError:
+            raise parse_error(key, f"expected 'name count', got {line!r}") from None
+    return out

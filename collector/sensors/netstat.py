@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from collector import schema
 from collector.lineproto import Point
-from collector.sensors import Context, Sample, Sensor, base_tags, need, parse_error, register
+from collector.sensors import (
+    Context,
+    Sample,
+    Sensor,
+    base_tags,
+    digest_counts,
+    parse_error,
+    register,
+)
 
 SOCKETS = "@sockets"
 # /proc/net/tcp "st" column (include/net/tcp_states.h) -> Telegraf field
@@ -24,12 +32,7 @@ SOCK_DGRAM = 2
 
 def parse(sample: Sample, ctx: Context, state: object = None) -> tuple[list[Point], object]:
     fields = dict.fromkeys(schema.NETSTAT.fields, 0)
-    for line in need(sample, SOCKETS).splitlines():
-        key, _, count = line.partition(" ")
-        try:
-            n = int(count)
-        except ValueError:
-            raise parse_error(SOCKETS, f"expected 'key count', got {line!r}") from None
+    for key, n in digest_counts(sample, SOCKETS):
         if key.startswith("tcp:"):
             name = TCP_STATES.get(key[4:].upper())
             if name:
@@ -40,7 +43,7 @@ def parse(sample: Sample, ctx: Context, state: object = None) -> tuple[list[Poin
             try:
                 sock_type = int(key[5:], 16)
             except ValueError:
-                raise parse_error(SOCKETS, f"bad unix socket type in {line!r}") from None
+                raise parse_error(SOCKETS, f"bad unix socket type in {key!r}") from None
             fields["udp_socket" if sock_type == SOCK_DGRAM else "tcp_none"] += n
     return [Point(schema.NETSTAT.name, base_tags(ctx), fields, sample.time_ns)], state
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collector import schema
 from collector.lineproto import Point
-from collector.sensors import Context, Sample, Sensor, base_tags, need, parse_error, register
+from collector.sensors import Context, Sample, Sensor, base_tags, digest_counts, register
 
 PROCS = "@procs"
 STATES = {
@@ -22,12 +22,7 @@ _ZERO = ("blocked", "zombies", "stopped", "running", "sleeping", "total", "unkno
 
 def parse(sample: Sample, ctx: Context, state: object = None) -> tuple[list[Point], object]:
     fields = dict.fromkeys(_ZERO, 0)
-    for line in need(sample, PROCS).splitlines():
-        key, _, count = line.partition(" ")
-        try:
-            n = int(count)
-        except ValueError:
-            raise parse_error(PROCS, f"expected 'state count', got {line!r}") from None
+    for key, n in digest_counts(sample, PROCS):
         if key == "threads":
             fields["total_threads"] = n
             continue

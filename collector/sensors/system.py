@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from collector import schema
 from collector.lineproto import Point
-from collector.sensors import Context, Sample, Sensor, base_tags, need, parse_error, register
+from collector.sensors import (
+    Context,
+    Sample,
+    Sensor,
+    base_tags,
+    digest_counts,
+    need,
+    parse_error,
+    register,
+)
 from collector.sensors.kernel import STAT, stat_int, stat_lines
 
 LOADAVG = "proc/loadavg"
@@ -30,11 +39,10 @@ def parse(sample: Sample, ctx: Context, state: object = None) -> tuple[list[Poin
         "n_cpus": sum(1 for k in lines if k.startswith("cpu") and k[3:].isdigit()),
         "uptime": sample.time_ns // 1_000_000_000 - stat_int(lines, "btime"),
     }
-    users = sample.files.get(USERS)
-    if users is not None:
-        counts = dict(line.split() for line in users.splitlines())
-        fields["n_users"] = int(counts["users"])
-        fields["n_unique_users"] = int(counts["unique"])
+    if USERS in sample.files:
+        counts = dict(digest_counts(sample, USERS))
+        fields["n_users"] = counts["users"]
+        fields["n_unique_users"] = counts["unique"]
     return [Point(schema.SYSTEM.name, base_tags(ctx), fields, sample.time_ns)], state
 
 
