@@ -2,4 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.influx",
+    "tests.fixtures.sshd",
+    "tests.fixtures.rabbitmq",
 ]
