@@ -1,0 +1,515 @@
+"""Parsers of fio's outputs into frames and points: json+ results, bw/iops/lat logs, clat
+histogram logs.
+
+Pure functions over files fio 3.33 wrote (see tests/data/fio/). What fio 3.33 really does,
+checked on this machine and in its source (stat.c, iolog.c):
+
+- Log lines are `time_ms, value, ddir, bs, prio` (`offset` before `prio` with
+  log_offset=1). With log_avg_msec each line is one window's average, stamped at the
+  window's end; without it, one line per I/O (iops value 1, bw the I/O's own rate).
+- bw/iops/clat-histogram logs never write the last, partial window of a job: the logs
+  cover the run up to the last full window (lat/clat/slat logs do flush it, repeating a
+  timestamp). Rates from logs therefore describe the covered span.
+- Histogram logs hold per-window DELTA counts; a window is written by the first I/O that
+  completes after it ends; ramp_time is excluded (the histogram restarts after the ramp).
+
+Everything is re-gridded to 1 s: a sample covering the window (t - w, t] is put in the
+second that holds its midpoint, counted from a common origin (the test start), which is
+robust to a few hundred ms of skew between jobs and nodes. Jobs and nodes are merged by
+adding: rates are summed, histograms are added, percentiles are taken afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from collector import histogram, schema
+from collector.lineproto import Point
+
+OPS = ("read", "write", "trim")
+DDIR = {name: i for i, name in enumerate(OPS)}
+LAT_FIELDS = ("p50", "p90", "p95", "p99", "p99_9")
+LAT_PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+STEP_MS = 1000
+
+
+class FioParseError(ValueError):
+    """fio output that cannot be read as fio 3.x writes it; names the file and the problem."""
+
+
+# --- json+ results --------------------------------------------------------------------
+
+
+def read_json(path: str | Path) -> dict:
+    """fio's JSON document, skipping any non-JSON lines fio printed before or after it."""
+    p = Path(path)
+    try:
+        text = p.read_text(errors="replace")
+    except OSError as e:
+        raise FioParseError(f"{p}: cannot read fio JSON output: {e.strerror}") from None
+    # fio may print warnings ("fio: ...") before the document: start at the first line
+    # that opens an object.
+    start = 0 if text.startswith("{") else text.find("\n{") + 1
+    if start == 0 and not text.startswith("{"):
+        raise FioParseError(f"{p}: no JSON object found (expected fio --output-format=json+)")
+    try:
+        doc, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as e:
+        raise FioParseError(
+            f"{p}: bad fio JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
+        raise FioParseError(f"{p}: fio JSON has no 'jobs' list")
+    return doc
+
+
+def _option(job: dict, doc: dict, name: str) -> str:
+    return str(
+        job.get("job options", {}).get(name) or doc.get("global options", {}).get(name) or ""
+    )
+
+
+def json_jobs(doc: dict, path: str | Path = "<fio json>") -> pd.DataFrame:
+    """One row per job and direction that did I/O: fio's own numbers, units in the names."""
+    rows = []
+    for n, job in enumerate(doc["jobs"]):
+        for op in OPS:
+            d = job.get(op)
+            if not d or not d.get("total_ios"):
+                continue
+            try:
+                clat = d["clat_ns"]
+                pct = clat.get("percentile", {})
+                rows.append(
+                    {
+                        "job": n,
+                        "jobname": job.get("jobname", ""),
+                        "op": op,
+                        "bs": _option(job, doc, "bs"),
+                        "qd": _option(job, doc, "iodepth") or "1",
+                        "iops": float(d["iops"]),
+                        "bw_kib": float(d["bw"]),
+                        "bw_bytes": float(d.get("bw_bytes", d["bw"] * 1024)),
+                        "io_bytes": int(d["io_bytes"]),
+                        "total_ios": int(d["total_ios"]),
+                        "runtime_ms": int(d["runtime"]),
+                        "clat_n": int(clat.get("N", d["total_ios"])),
+                        "clat_min": int(clat["min"]),
+                        "clat_max": int(clat["max"]),
+                        "clat_mean": float(clat["mean"]),
+                        "clat_stddev": float(clat["stddev"]),
+                        **{
+                            f"clat_{f}": float(pct[f"{q:f}"]) if f"{q:f}" in pct else np.nan
+                            for f, q in zip(LAT_FIELDS, LAT_PERCENTILES, strict=True)
+                        },
+                        "usr_cpu": float(job["usr_cpu"]),
+                        "sys_cpu": float(job["sys_cpu"]),
+                        "ctx": int(job["ctx"]),
+                    }
+                )
+            except (KeyError, TypeError, ValueError) as e:
+                raise FioParseError(
+                    f"{path}: job {n} {op}: missing or bad field {e} in fio JSON"
+                ) from None
+    return pd.DataFrame(rows)
+
+
+def json_clat_bins(doc: dict, op: str) -> np.ndarray:
+    """Fine (1856-bin) clat histogram of one direction summed over jobs, from json+ `bins`."""
+    total = np.zeros(histogram.PLAT_NR, dtype=np.int64)
+    for job in doc["jobs"]:
+        bins = job.get(op, {}).get("clat_ns", {}).get("bins", {})
+        if bins:
+            values = np.fromiter((int(k) for k in bins), dtype=np.int64, count=len(bins))
+            counts = np.fromiter(bins.values(), dtype=np.int64, count=len(bins))
+            np.add.at(total, histogram.value_to_bin(values), counts)
+    return total
+
+
+def summary_frame(doc: dict, path: str | Path = "<fio json>") -> pd.DataFrame:
+    """Per direction totals over the jobs of one fio run (one node): what fio_summary holds.
+
+    Rates, bytes, CPU and context switches add up; clat mean and stddev are pooled; the
+    percentiles are fio's own for one job and, for several, computed fio's way from the
+    summed json+ bins (what group_reporting would print).
+    """
+    jobs = json_jobs(doc, path)
+    out = []
+    for op, g in jobs.groupby("op", sort=False) if len(jobs) else []:
+        n = g["clat_n"].to_numpy(dtype=np.float64)
+        mean = float(np.sum(n * g["clat_mean"]) / n.sum())
+        ss = np.sum((n - 1) * g["clat_stddev"] ** 2 + n * (g["clat_mean"] - mean) ** 2)
+        row = {
+            "op": op,
+            "bs": ",".join(sorted(set(g["bs"]))),
+            "qd": ",".join(sorted(set(g["qd"]))),
+            "iops": float(g["iops"].sum()),
+            "bw_bytes": float(g["bw_bytes"].sum()),
+            "io_bytes": int(g["io_bytes"].sum()),
+            "runtime_ms": int(g["runtime_ms"].max()),
+            "clat_mean": mean,
+            "clat_stddev": float(np.sqrt(ss / max(n.sum() - 1, 1))),
+            "clat_min": int(g["clat_min"].min()),
+            "clat_max": int(g["clat_max"].max()),
+            "usr_cpu": float(g["usr_cpu"].sum()),
+            "sys_cpu": float(g["sys_cpu"].sum()),
+            "ctx": int(g["ctx"].sum()),
+        }
+        pcts = {f"clat_{f}": float(g[f"clat_{f}"].iloc[0]) for f in LAT_FIELDS}
+        if len(g) > 1:
+            bins = json_clat_bins(doc, op)
+            merged = histogram.fio_percentiles(bins, LAT_PERCENTILES) if bins.any() else None
+            pcts = {
+                f"clat_{f}": float(merged[i]) if merged is not None else np.nan
+                for i, f in enumerate(LAT_FIELDS)
+            }
+        row.update(pcts)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def summary_points(
+    path: str | Path, run: str, test: str, node: str, time_ns: int | None = None
+) -> list[Point]:
+    """`fio_summary` points of one node's json+ result, one per direction, at fio's end time."""
+    doc = read_json(path)
+    if time_ns is None:
+        time_ns = int(doc.get("timestamp_ms", doc.get("timestamp", 0) * 1000)) * 1_000_000
+    fields = [f for f in schema.FIO_SUMMARY.fields]
+    points = []
+    for row in summary_frame(doc, path).to_dict("records"):
+        tags = {
+            "run": run,
+            "test": test,
+            "node": node,
+            "op": row["op"],
+            "bs": row["bs"],
+            "qd": row["qd"],
+        }
+        values = {f: row[f] for f in fields if not (isinstance(row[f], float) and np.isnan(row[f]))}
+        points.append(Point("fio_summary", tags, values, time_ns))
+    return points
+
+
+# --- bw / iops / lat logs -------------------------------------------------------------
+
+_LOG_COLUMNS = {
+    4: ("time_ms", "value", "ddir", "bs"),
+    5: ("time_ms", "value", "ddir", "bs", "prio"),
+    6: ("time_ms", "value", "ddir", "bs", "offset", "prio"),
+}
+
+
+def _first_line(p: Path) -> str:
+    try:
+        with p.open("rb") as f:
+            return f.readline().decode(errors="replace").strip()
+    except OSError as e:
+        raise FioParseError(f"{p}: cannot read fio log: {e.strerror}") from None
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """A bw/iops/lat/clat/slat log as int64 columns time_ms, value, ddir, bs[, offset], prio."""
+    p = Path(path)
+    first = _first_line(p)
+    if not first:
+        return pd.DataFrame({c: pd.Series(dtype="int64") for c in _LOG_COLUMNS[5]})
+    names = _LOG_COLUMNS.get(first.count(",") + 1)
+    if names is None:
+        raise FioParseError(
+            f"{p}: {first.count(',') + 1} columns in a fio log line, expected 4-6 "
+            "(time_ms, value, ddir, bs[, offset][, prio])"
+        )
+    try:
+        return pd.read_csv(
+            p, header=None, names=list(names), dtype=dict.fromkeys(names, np.int64), engine="c"
+        )
+    except (ValueError, pd.errors.ParserError) as e:
+        raise FioParseError(
+            f"{p}: not a fio log of integer columns {', '.join(names)}: {e}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Seconds counted from a common origin: sample (t - window, t] -> its midpoint's second.
+
+    A bucket k covers [origin + (k-1) s, origin + k s) and is stamped at its end.
+    """
+
+    origin_ms: int
+    step_ms: int = STEP_MS
+
+    def bucket(self, time_ms: np.ndarray, window_ms: int) -> np.ndarray:
+        mid = np.asarray(time_ms, dtype=np.int64) * 2 - window_ms  # twice the midpoint
+        return (mid - 2 * self.origin_ms) // (2 * self.step_ms) + 1
+
+    def time_ns(self, bucket: np.ndarray) -> np.ndarray:
+        return (self.origin_ms + np.asarray(bucket, dtype=np.int64) * self.step_ms) * 1_000_000
+
+
+def grid_for(time_ms: Sequence[np.ndarray], window_ms: int, step_ms: int = STEP_MS) -> Grid:
+    """The grid starting where the earliest sample's window starts."""
+    starts = [int(t.min()) for t in time_ms if len(t)]
+    if not starts:
+        raise FioParseError("no samples in any fio log: cannot place them in time")
+    return Grid(min(starts) - window_ms, step_ms)
+
+
+def rates_frame(
+    iops_logs: Mapping[str, Sequence[pd.DataFrame]],
+    bw_logs: Mapping[str, Sequence[pd.DataFrame]],
+    log_avg_msec: int,
+    grid: Grid | None = None,
+) -> pd.DataFrame:
+    """Per second IOPS and bandwidth (KiB/s) per node and direction, summed over jobs.
+
+    `iops_logs`/`bw_logs` map node -> one frame per job (read_log). With log_avg_msec > 0
+    each sample is a window average: averaged per second per job, then summed over jobs;
+    seconds that not every job of the node reported are dropped.
+    With 0 the logs hold one line per I/O: IOPS is the count, bandwidth the bytes moved.
+    Returns columns time (ns), node, op, iops, bw, ready for the `fio` measurement.
+    """
+    window = max(int(log_avg_msec), 0)
+    if grid is None:
+        grid = grid_for([f["time_ms"].to_numpy() for fs in iops_logs.values() for f in fs], window)
+    parts = []
+    for field, logs in (("iops", iops_logs), ("bw", bw_logs)):
+        for node, frames in logs.items():
+            for job, f in enumerate(frames):
+                b = grid.bucket(f["time_ms"].to_numpy(), window)
+                if window:
+                    v = f["value"].to_numpy(dtype=np.float64)
+                else:
+                    v = np.ones(len(f)) if field == "iops" else f["bs"].to_numpy() / 1024.0
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "node": node,
+                            "job": job,
+                            "ddir": f["ddir"].to_numpy(),
+                            "b": b,
+                            "field": field,
+                            "v": v,
+                        }
+                    )
+                )
+    if not parts:
+        return pd.DataFrame(columns=["time", "node", "op", "iops", "bw"])
+    df = pd.concat(parts, ignore_index=True)
+    keys = ["field", "node", "ddir", "b"]
+    per_job = df.groupby([*keys, "job"], sort=False)["v"].agg("mean" if window else "sum")
+    grouped = per_job.groupby(level=keys, sort=True)
+    total = grouped.sum()
+    if window:
+        # fio's helper thread may skip a job's last window: a second some jobs of the node
+        # did not report would show a false dip, so it is left out.
+        njobs = grouped.size()
+        full = njobs.groupby(level=["field", "node", "ddir"]).transform("max")
+        total = total[njobs == full]
+    total = total.unstack("field")
+    total = total.reset_index()
+    out = pd.DataFrame(
+        {
+            "time": grid.time_ns(total["b"].to_numpy()),
+            "node": total["node"].astype(str),
+            "op": np.asarray(OPS)[total["ddir"].to_numpy()],
+        }
+    )
+    for field in ("iops", "bw"):
+        out[field] = total[field].to_numpy(dtype=np.float64) if field in total else np.nan
+    return out
+
+
+# --- clat histogram logs --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistLog:
+    """One job's clat histogram log: a row per window (end time, direction, delta counts)."""
+
+    time_ms: np.ndarray  # int64, window end
+    ddir: np.ndarray  # int64
+    bs: np.ndarray  # int64
+    counts: np.ndarray  # int64 (rows, 1856 >> coarseness)
+    coarseness: int
+
+
+def read_hist_log(path: str | Path) -> HistLog:
+    """Parse `{prefix}_clat_hist.N.log` (write_hist_log=1) into arrays, no per-row Python."""
+    p = Path(path)
+    first = _first_line(p)
+    if not first:
+        empty = np.zeros(0, dtype=np.int64)
+        return HistLog(empty, empty, empty, np.zeros((0, histogram.PLAT_NR), np.int64), 0)
+    ncols = first.count(",") + 1
+    try:
+        coarseness = histogram.coarseness_for(ncols - 3)
+    except ValueError as e:
+        raise FioParseError(f"{p}: not a fio clat histogram log: {e}") from None
+    try:
+        a = pd.read_csv(p, header=None, dtype=np.int64, engine="c").to_numpy()
+    except (ValueError, pd.errors.ParserError) as e:
+        raise FioParseError(
+            f"{p}: bad clat histogram log ({ncols} integer columns expected): {e}"
+        ) from None
+    if a.shape[1] != ncols:
+        raise FioParseError(f"{p}: rows have {a.shape[1]} columns, the first line {ncols}")
+    if (a[:, 3:] < 0).any():
+        raise FioParseError(f"{p}: negative histogram counts")
+    return HistLog(a[:, 0], a[:, 1], a[:, 2], a[:, 3:], coarseness)
+
+
+@dataclass(frozen=True)
+class SecondHistograms:
+    """Histograms per (second, node, direction), merged over jobs: the unit we store."""
+
+    time_ns: np.ndarray
+    node: np.ndarray  # object (str)
+    op: np.ndarray  # object (str)
+    counts: np.ndarray  # int64 (rows, bins)
+    coarseness: int
+
+    def totals(self) -> dict[tuple[str, str], np.ndarray]:
+        """One histogram per (node, op) over the whole test, plus ("*", op) over all nodes."""
+        out: dict[tuple[str, str], np.ndarray] = {}
+        for key in {*zip(self.node, self.op, strict=True)}:
+            sel = (self.node == key[0]) & (self.op == key[1])
+            out[key] = self.counts[sel].sum(axis=0)
+        for op in set(self.op):
+            out[("*", op)] = self.counts[self.op == op].sum(axis=0)
+        return out
+
+
+def _merge_rows(
+    node_codes: np.ndarray,
+    ddir: np.ndarray,
+    buckets: np.ndarray,
+    counts: np.ndarray,
+    nodes: Sequence[str],
+    grid: Grid,
+    coarseness: int,
+) -> SecondHistograms:
+    if len(buckets) and (buckets.min() < 0 or buckets.max() >= 1 << 40):
+        raise FioParseError(
+            "fio log times are far before the test start: mixed relative/epoch logs?"
+        )
+    key = (node_codes.astype(np.int64) * 4 + ddir) << 40 | buckets
+    uniq, summed = histogram.group_sum(key, counts)
+    return SecondHistograms(
+        grid.time_ns(uniq & ((1 << 40) - 1)),
+        np.asarray(nodes, dtype=object)[uniq >> 42],
+        np.asarray(OPS, dtype=object)[(uniq >> 40) & 3],
+        summed,
+        coarseness,
+    )
+
+
+def merge_hist_logs(
+    logs: Mapping[str, Sequence[HistLog]], log_hist_msec: int = STEP_MS, grid: Grid | None = None
+) -> SecondHistograms:
+    """Re-grid every job's windows to 1 s and add up jobs of the same node and direction."""
+    nodes = list(logs)
+    all_logs = [(i, h) for i, n in enumerate(nodes) for h in logs[n] if len(h.time_ms)]
+    if not all_logs:
+        return SecondHistograms(
+            *(np.zeros(0, dtype=t) for t in ("int64", object, object)),
+            np.zeros((0, histogram.PLAT_NR), np.int64),
+            0,
+        )
+    coarse = {h.coarseness for _, h in all_logs}
+    if len(coarse) > 1:
+        raise FioParseError(
+            f"histogram logs with different coarseness {sorted(coarse)} cannot be merged"
+        )
+    if grid is None:
+        grid = grid_for([h.time_ms for _, h in all_logs], log_hist_msec)
+    return _merge_rows(
+        np.concatenate([np.full(len(h.time_ms), i) for i, h in all_logs]),
+        np.concatenate([h.ddir for _, h in all_logs]),
+        np.concatenate([grid.bucket(h.time_ms, log_hist_msec) for _, h in all_logs]),
+        np.concatenate([h.counts for _, h in all_logs]),
+        nodes,
+        grid,
+        coarse.pop(),
+    )
+
+
+def clat_log_histograms(
+    logs: Mapping[str, Sequence[pd.DataFrame]], grid: Grid | None = None
+) -> SecondHistograms:
+    """Per second fio histograms from per-I/O clat logs (no log_avg_msec): value is ns."""
+    nodes = list(logs)
+    frames = [(i, f) for i, n in enumerate(nodes) for f in logs[n] if len(f)]
+    if not frames:
+        raise FioParseError("no samples in any clat log")
+    if grid is None:
+        grid = grid_for([f["time_ms"].to_numpy() for _, f in frames], 0)
+    node = np.concatenate([np.full(len(f), i, dtype=np.int64) for i, f in frames])
+    t = np.concatenate([f["time_ms"].to_numpy() for _, f in frames])
+    ddir = np.concatenate([f["ddir"].to_numpy() for _, f in frames])
+    bins = histogram.value_to_bin(np.concatenate([f["value"].to_numpy() for _, f in frames]))
+    key = (node * 4 + ddir) << 40 | grid.bucket(t, 0)
+    uniq, inv = np.unique(key, return_inverse=True)
+    dense = np.bincount(
+        inv.ravel() * histogram.PLAT_NR + bins, minlength=len(uniq) * histogram.PLAT_NR
+    )
+    return _merge_rows(
+        uniq >> 42,
+        (uniq >> 40) & 3,
+        uniq & ((1 << 40) - 1),
+        dense.reshape(len(uniq), histogram.PLAT_NR).astype(np.int64),
+        nodes,
+        grid,
+        0,
+    )
+
+
+def lat_frame(h: SecondHistograms) -> pd.DataFrame:
+    """Per second percentiles for `fio_lat`: time (ns), node, op, p50..p99_9, count."""
+    p = histogram.percentiles(h.counts, LAT_PERCENTILES, h.coarseness)
+    out = pd.DataFrame({"time": h.time_ns, "node": h.node, "op": h.op})
+    for i, f in enumerate(LAT_FIELDS):
+        out[f] = p[:, i]
+    out["count"] = h.counts.sum(axis=1)
+    return out[out["count"] > 0].reset_index(drop=True)
+
+
+def hist_frame(h: SecondHistograms) -> pd.DataFrame:
+    """Per second log2-bucket histogram for `fio_hist` (non-empty buckets only; le in ns)."""
+    le, c = histogram.log2_buckets(h.counts, h.coarseness)
+    row, col = np.nonzero(c)
+    return pd.DataFrame(
+        {
+            "time": h.time_ns[row],
+            "node": h.node[row],
+            "op": h.op[row],
+            "le": le.astype(str)[col],
+            "count": c[row, col],
+        }
+    )
+
+
+def frame_points(df: pd.DataFrame, measurement: str, const_tags: Mapping[str, str]) -> list[Point]:
+    """Points of a frame from this module (time, tag columns, fields), for small frames.
+
+    Large frames go to the writer's write_frame with the same column roles.
+    """
+    tag_cols = [c for c in ("node", "op", "le") if c in df.columns]
+    field_cols = [c for c in df.columns if c not in ("time", *tag_cols)]
+    recs = df.to_dict("records")
+    return [
+        Point(
+            measurement,
+            {**const_tags, **{c: str(r[c]) for c in tag_cols}},
+            {c: r[c] for c in field_cols if not (isinstance(r[c], float) and np.isnan(r[c]))},
+            int(r["time"]),
+        )
+        for r in recs
+    ]
