@@ -195,6 +195,9 @@ mon data avail crit = 1
 mon cluster log file = {d}/log/$cluster.$channel.log
 
 [client]
+# No librbd cache: every client write reaches an OSD as one op, so OSD counters can be
+# checked against fio's IO counts exactly.
+rbd cache = false
 admin socket =
 log file =
 
@@ -464,6 +467,18 @@ def stop_daemon(lab: CephLab, name: str, sig: int = signal.SIGTERM) -> None:
         os.kill(pid, sig)
         while _is_ours(pid, lab.conf):
             time.sleep(0.05)
+
+
+def start_daemon(lab: CephLab, name: str) -> int:
+    """(Re)start one stopped daemon of the lab (e.g. `osd.1` after a fault test); its PID."""
+    kind, _, ident = name.partition(".")
+    if name not in lab.pids or kind not in ("mon", "mgr", "osd"):
+        raise CephLabError(
+            f"no daemon {name!r} in lab {lab.cluster_dir}; known: {sorted(lab.pids)}"
+        )
+    if _is_ours(lab.pids[name], lab.conf):
+        raise CephLabError(f"{name} is still running as PID {lab.pids[name]}")
+    return _spawn(lab, name, _daemon_cmd(lab, f"ceph-{kind}", ident)).pid
 
 
 def down(lab: CephLab | Path) -> None:

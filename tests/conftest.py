@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.influx",
     "tests.fixtures.sshd",
     "tests.fixtures.rabbitmq",
+    "tests.fixtures.ceph",
 ]
