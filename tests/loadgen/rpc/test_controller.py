@@ -1,0 +1,208 @@
+"""RPC agents and controller against a real RabbitMQ: counts, broker counters, histograms,
+faults and bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import psutil
+import pytest
+
+from collector.lineproto import Point
+from loadgen.rpc.broker import BrokerError, LocalBroker
+from loadgen.rpc.controller import Controller, RpcTestError, RpcTestSpec, run_local
+from loadgen.rpc.stats import LatencyStats
+from tests.fixtures.rabbitmq import management_get, wait_for
+
+
+def _published_to(broker: LocalBroker, queue: str) -> int:
+    """Messages RabbitMQ says were published into one queue."""
+    for q in management_get(broker, "/api/queues"):
+        if q["name"] == queue:
+            return q.get("message_stats", {}).get("publish", 0)
+    return 0
+
+
+def _overview_counts(broker: LocalBroker) -> dict[str, int]:
+    stats = management_get(broker, "/api/overview").get("message_stats", {})
+    return {k: stats.get(k, 0) for k in ("publish", "deliver_get")}
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: after[k] - before[k] for k in before}
+
+
+def _hist_of(raw: list[float]) -> LatencyStats:
+    s = LatencyStats()
+    for v in raw:
+        s.record(v)
+    return s
+
+
+@pytest.mark.parametrize(
+    ("test_type", "servers", "queue_suffix"),
+    [("rpc-call", 2, ""), ("rpc-cast", 2, ""), ("rpc-fanout", 2, "fanout"), ("notify", 2, ".info")],
+)
+def test_each_type_counts_match_broker(
+    rabbitmq: LocalBroker, test_type: str, servers: int, queue_suffix: str
+) -> None:
+    points: list[Point] = []
+    spec = RpcTestSpec(
+        url=rabbitmq.url,
+        test_type=test_type,
+        clients=3,
+        servers=servers,
+        calls=150,
+        record_raw=True,
+    )
+    before = _overview_counts(rabbitmq)
+    ctl = Controller(spec, sink=points.extend)
+    ctl.spawn_local()
+    result = ctl.run()
+    assert result.missing == {}
+    clients, servers_ = result.merged("client"), result.merged("server")
+    assert clients.msgs_ok == 3 * 150 and clients.msgs_fail == 0
+    fanout = servers if test_type == "rpc-fanout" else 1
+    assert servers_.msgs_ok == clients.msgs_ok * fanout
+
+    # RabbitMQ's own counters. Broker-wide: every call also publishes and delivers a reply.
+    replies = clients.msgs_ok if test_type == "rpc-call" else 0
+    expected = {"publish": clients.msgs_ok + replies, "deliver_get": servers_.msgs_ok + replies}
+    got = wait_for(lambda: _delta(before, _overview_counts(rabbitmq)), expected)
+    assert got == expected
+    if test_type != "rpc-fanout":  # fanout queues are auto-deleted with their servers
+        queue = f"wally-{ctl.test_id}-t0{queue_suffix}"
+        assert wait_for(lambda: _published_to(rabbitmq, queue), clients.msgs_ok) == servers_.msgs_ok
+
+    # merged histograms == histogram of every per-message latency, on both sides
+    for side in ("client", "server"):
+        raw = [v for a in result.side(side) for v in (a.raw or [])]
+        assert len(raw) == result.merged(side).msgs_ok
+        assert result.merged(side).same_histogram(_hist_of(raw))
+
+    # the sink got per-second points and the per-iteration summary with merged totals
+    summary = [p for p in points if p.tags["test"] == "rpc/summary" and p.tags["agent"] == "all"]
+    assert {p.tags["side"] for p in summary} == {"client", "server"}
+    by_side = {p.tags["side"]: p.fields for p in summary}
+    assert by_side["client"]["msgs_ok"] == clients.msgs_ok
+    assert by_side["server"]["msgs_ok"] == servers_.msgs_ok
+    ticks = [p for p in points if p.tags["test"] == "rpc"]
+    per_agent = {}
+    for p in ticks:
+        per_agent[p.tags["agent"]] = per_agent.get(p.tags["agent"], 0) + p.fields["msgs_ok"]
+    assert sum(v for k, v in per_agent.items() if k.startswith(spec.sender_role)) <= clients.msgs_ok
+
+
+def test_open_loop_paces_sends_and_measures_from_intended_time(rabbitmq: LocalBroker) -> None:
+    spec = RpcTestSpec(
+        url=rabbitmq.url, test_type="rpc-call", clients=1, servers=1, calls=60, rate=40.0
+    )
+    result = run_local(spec)
+    client = result.merged("client")
+    assert client.msgs_ok == 60
+    # 60 sends at 40/s cannot take less than 59/40 s from the first intended send
+    assert client.duration() >= 59 / 40
+    assert client.rate() <= 40 * 1.05
+
+
+def test_broker_restart_mid_test_counts_failures_and_recovers(rabbitmq: LocalBroker) -> None:
+    points: list[Point] = []
+    restarted: list[float] = []
+
+    def bounce() -> None:
+        time.sleep(2.5)
+        rabbitmq.restart()
+        restarted.append(time.time())
+
+    spec = RpcTestSpec(
+        url=rabbitmq.url,
+        test_type="rpc-call",
+        clients=2,
+        servers=1,
+        calls=None,
+        duration=22.0,
+        timeout=2.0,
+        pause=0.01,
+    )
+    t = threading.Thread(target=bounce)
+    t.start()
+    try:
+        result = run_local(spec, sink=points.extend)
+    finally:
+        t.join()
+    assert result.missing == {}
+    client = result.merged("client")
+    assert client.msgs_fail >= 1
+    assert client.msgs_fail == sum(client.errors.values())
+    assert set(client.errors) <= {"MessagingTimeout", "MessageDeliveryFailure"}
+    # agents reconnected: calls succeeded after the broker came back
+    after = [
+        p
+        for p in points
+        if p.tags["test"] == "rpc"
+        and p.tags["side"] == "client"
+        and p.time_ns / 1e9 > restarted[0] + 1
+    ]
+    assert sum(p.fields["msgs_ok"] for p in after) > 0
+
+
+def test_killed_agent_is_reported_missing_and_others_finish(rabbitmq: LocalBroker) -> None:
+    spec = RpcTestSpec(
+        url=rabbitmq.url,
+        test_type="rpc-cast",
+        clients=2,
+        servers=1,
+        calls=None,
+        duration=4.0,
+        pause=0.005,
+    )
+    ctl = Controller(spec)
+    ctl.spawn_local()
+
+    def kill_later() -> None:
+        time.sleep(2.5)
+        os.kill(ctl.procs["rpc-client-1"].pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_later).start()
+    result = ctl.run()
+    assert set(result.missing) == {"rpc-client-1"}
+    assert result.agents["rpc-client-0"].stats is not None
+    assert result.agents["rpc-client-0"].stats.msgs_ok > 0
+    assert result.merged("server").msgs_ok >= result.agents["rpc-client-0"].stats.msgs_ok
+    assert all(p.poll() is not None for p in ctl.procs.values())
+
+
+def test_idle_agents_use_no_cpu_and_exit_when_controller_vanishes(rabbitmq: LocalBroker) -> None:
+    spec = RpcTestSpec(url=rabbitmq.url, test_type="rpc-call", clients=1, servers=1, calls=10)
+    ctl = Controller(spec, silence_timeout=3.0)
+    ctl.spawn_local()
+    try:
+        assert ctl._pump(lambda: all(a.ready for a in ctl.agents.values()), 60)
+        procs = [psutil.Process(p.pid) for p in ctl.procs.values()]
+        before = [sum(p.cpu_times()[:2]) for p in procs]
+        time.sleep(3.0)
+        used = [sum(p.cpu_times()[:2]) - b for p, b in zip(procs, before, strict=True)]
+        assert max(used) < 0.15, f"idle agents used {used} CPU seconds in 3 s"
+        # the controller disappears without a word: agents must notice and exit
+        ctl._closed.set()
+        for a in ctl.agents.values():
+            a.channel.close()
+        for p in ctl.procs.values():
+            assert p.wait(timeout=20) is not None
+    finally:
+        ctl.close()
+
+
+def test_bad_input_gives_clear_errors(rabbitmq: LocalBroker) -> None:
+    with pytest.raises(RpcTestError, match=r"clients=0: expected an integer >= 1"):
+        run_local(RpcTestSpec(url=rabbitmq.url, clients=0))
+    with pytest.raises(BrokerError, match=r"does not answer"):
+        run_local(RpcTestSpec(url="rabbit://guest:guest@127.0.0.1:1/"))
+    wrong = rabbitmq.url.replace("guest:guest", "guest:wrong")
+    with pytest.raises(BrokerError, match=r"login refused"):
+        run_local(RpcTestSpec(url=wrong))
+    with pytest.raises(RpcTestError, match=r"test_type='rpc-bogus'"):
+        run_local(RpcTestSpec(url=rabbitmq.url, test_type="rpc-bogus"))
