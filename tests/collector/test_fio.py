@@ -23,17 +23,17 @@ from collector import fio, histogram
 DATA = Path(__file__).resolve().parents[1] / "data" / "fio"
 
 CASES = {
-    # 2 jobs x 12020 I/Os at 4000 IOPS: the last window is written ~5 ms before the end
+    # 2 jobs x 24040 I/Os at 8000 IOPS: the last window is written ~5 ms before the end
     # (fio starts the first window at the first completion >= 1 ms, so leave a margin).
     "hist_randwrite_2jobs": """
 [global]
 filename={target}
-size=64m
+size=128m
 ioengine=psync
 rw=randwrite
 bs=4k
-rate_iops=4000
-number_ios=12020
+rate_iops=8000
+number_ios=24040
 numjobs=2
 log_unix_epoch=1
 write_bw_log=t
@@ -88,7 +88,12 @@ def _logs(d: Path, kind: str) -> dict[str, list]:
     return {"n1": [reader(p) for p in sorted(d.glob(f"t_{kind}.*.log"))]}
 
 
-def check_hist_case(d: Path) -> None:
+def check_hist_case(d: Path, within_1pct: bool) -> None:
+    """`within_1pct`: also compare interpolated percentiles to fio's within 1 %.
+
+    That holds on the captured run; live, the unlogged 0.1 % of I/Os can move a sparse
+    p99.9 by more than 1 % when the machine is busy, so live runs check the exact bracket.
+    """
     doc = fio.read_json(d / "out.json")
     summary = fio.summary_frame(doc, d).set_index("op")
     h = fio.merge_hist_logs(_logs(d, "clat_hist"))
@@ -100,9 +105,18 @@ def check_hist_case(d: Path) -> None:
     # Every logged I/O is one fio counted in the same bin: the logs are a subset of fio's.
     assert (ours <= truth).all()
     assert ours.sum() >= 0.99 * truth.sum()
-    p = histogram.percentiles(ours, [50, 99, 99.9])
+    qs = [50, 99, 99.9]
     expected = row[["clat_p50", "clat_p99", "clat_p99_9"]].to_numpy(dtype=float)
-    np.testing.assert_allclose(p, expected, rtol=0.01)
+    # Exact: fio's JSON percentiles are what fio's method gives on our histogram plus the
+    # few I/Os after the last window, wherever those fell (all fastest .. all slowest).
+    missing = truth.sum() - ours.sum()
+    low, high = ours.copy(), ours.copy()
+    low[0] += missing
+    high[-1] += missing
+    assert (histogram.fio_percentiles(low, qs) <= expected).all()
+    assert (expected <= histogram.fio_percentiles(high, qs)).all()
+    if within_1pct:
+        np.testing.assert_allclose(histogram.percentiles(ours, qs), expected, rtol=0.01)
     assert rates["iops"].mean() == pytest.approx(row["iops"], rel=0.01)
     assert rates["bw"].mean() * 1024 == pytest.approx(row["bw_bytes"], rel=0.01)
     # Per-second percentile points count every logged I/O once.
@@ -134,7 +148,7 @@ def check_perio_case(d: Path) -> None:
 
 
 def test_hist_case_captured() -> None:
-    check_hist_case(DATA / "hist_randwrite_2jobs")
+    check_hist_case(DATA / "hist_randwrite_2jobs", within_1pct=True)
 
 
 def test_perio_case_captured() -> None:
@@ -142,7 +156,7 @@ def test_perio_case_captured() -> None:
 
 
 def test_hist_case_live(tmp_path: Path) -> None:
-    check_hist_case(run_fio("hist_randwrite_2jobs", tmp_path))
+    check_hist_case(run_fio("hist_randwrite_2jobs", tmp_path), within_1pct=False)
 
 
 def test_perio_case_live(tmp_path: Path) -> None:
@@ -182,7 +196,7 @@ def test_json_with_preamble_and_bad_json(tmp_path: Path) -> None:
         fio.read_json(bad)
     nojson = tmp_path / "none.json"
     nojson.write_text("fio: engine libaio not loadable\n")
-    with pytest.raises(fio.FioParseError, match="none.json: no JSON object"):
+    with pytest.raises(fio.FioParseError, match=r"none\.json: no JSON object"):
         fio.read_json(nojson)
 
 
