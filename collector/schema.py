@@ -421,10 +421,38 @@ RABBITMQ_OVERVIEW = register(
             "messages_published",
             "return_unroutable",
         )
+    ]
+    + [
+        ("clustering_listeners", int, "listeners", G),
+        ("amqp_listeners", int, "listeners", G),
+        ("return_unroutable_rate", float, "msg/s", G),
     ],
     "Broker-wide counts from the management API /api/overview (Telegraf inputs.rabbitmq).",
 )
 
+# /api/nodes/NAME/memory breakdown, as Telegraf names it (`mem_` + key, plus mem_total).
+RABBITMQ_MEMORY_KINDS = (
+    "connection_readers",
+    "connection_writers",
+    "connection_channels",
+    "connection_other",
+    "queue_procs",
+    "queue_slave_procs",
+    "plugins",
+    "other_proc",
+    "metrics",
+    "mgmt_db",
+    "mnesia",
+    "other_ets",
+    "binary",
+    "msg_index",
+    "code",
+    "atom",
+    "other_system",
+    "allocated_unused",
+    "reserved_unallocated",
+    "total",
+)
 RABBITMQ_NODE = register(
     "rabbitmq_node",
     (*COMMON_TAGS, "url", "rabbit_node"),
@@ -444,7 +472,24 @@ RABBITMQ_NODE = register(
         ("run_queue", int, "processes", G),
         ("uptime", int, "ms", G),
         ("running", int, "bool", G),
-    ],
+        ("mnesia_disk_tx_count", int, "transactions", C),
+        ("mnesia_disk_tx_count_rate", float, "tx/s", G),
+        ("mnesia_ram_tx_count", int, "transactions", C),
+        ("mnesia_ram_tx_count_rate", float, "tx/s", G),
+        ("gc_num", int, "count", C),
+        ("gc_num_rate", float, "1/s", G),
+        ("gc_bytes_reclaimed", int, "bytes", C),
+        ("gc_bytes_reclaimed_rate", float, "bytes/s", G),
+        ("io_read_avg_time", float, "ms", G),
+        ("io_read_avg_time_rate", float, "", G),
+        ("io_read_bytes", int, "bytes", C),
+        ("io_read_bytes_rate", float, "bytes/s", G),
+        ("io_write_avg_time", float, "ms", G),
+        ("io_write_avg_time_rate", float, "", G),
+        ("io_write_bytes", int, "bytes", C),
+        ("io_write_bytes_rate", float, "bytes/s", G),
+    ]
+    + [(f"mem_{n}", int, "bytes", G) for n in RABBITMQ_MEMORY_KINDS],
     "Per broker node resources from /api/nodes (Telegraf inputs.rabbitmq). Telegraf's "
     "`node` tag (the Erlang node) is stored as `rabbit_node`: `node` is ours.",
 )
@@ -455,7 +500,12 @@ RABBITMQ_QUEUE = register(
     [
         ("consumers", int, "count", G),
         ("consumer_utilisation", float, "ratio", G),
+        ("idle_since", str, "", INFO, "when the queue went idle, as RabbitMQ prints it"),
+        ("slave_nodes", int, "nodes", G),
+        ("synchronised_slave_nodes", int, "nodes", G),
         ("memory", int, "bytes", G),
+        ("message_bytes_ram", int, "bytes", G),
+        ("message_bytes_persist", int, "bytes", G),
         ("message_bytes", int, "bytes", G),
         ("message_bytes_ready", int, "bytes", G),
         ("message_bytes_unacked", int, "bytes", G),
@@ -606,6 +656,8 @@ RPC = register(
         ("lat_p99_9", float, "ms", G),
         ("lat_mean", float, "ms", G),
         ("lat_max", float, "ms", G),
+        ("lat_min", float, "ms", G),
+        ("lat_stddev", float, "ms", G, "population standard deviation, as ombt computes it"),
     ],
     "Per second (and, with test=…/summary, per iteration) RPC agent results.",
     source="wally",
