@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import time
+from pathlib import Path
 
 import click
+from pydantic import PositiveFloat, RootModel
 from rich.console import Console
 from rich.table import Table
 
 from collector import influxd, schemadoc
 from collector.clicommon import DbTarget, WallyGroup, db_options, setup_logging, verbose_option
+from collector.discovery import inventory_table
+from collector.engine import Collector, PreflightError
+from collector.inventory import Inventory, load_inventory
 from collector.lineproto import Point
+from collector.liveview import node_table, plain_lines, show_while
 from collector.writer import InfluxWriter
 
 
@@ -122,6 +130,108 @@ def db_check(db: DbTarget, points: int) -> None:
     Console().print(table)
     if back != points:
         raise click.ClickException(f"wrote {points} points but read back {back}")
+
+
+class SensorIntervals(RootModel[dict[str, PositiveFloat]]):
+    """The config's `sensors:` section: sensor name -> interval in seconds."""
+
+
+def _sensor_intervals(inventory: Inventory) -> dict[str, float] | None:
+    section = inventory.section("sensors", SensorIntervals)
+    return section.root if section is not None else None
+
+
+@main.command("nodes")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-store", is_flag=True, help="Do not write the node records to InfluxDB.")
+@db_options
+def nodes_cmd(config: Path, no_store: bool, db: DbTarget) -> None:
+    """Discover every node of the lab config and print the inventory table.
+
+    Node and device records (`wally_node`, `wally_device`) are stored in InfluxDB so that
+    dashboards and analysis can find nodes and devices by role.
+
+    \b
+    Example:
+      collector nodes lab.yaml
+    """
+    inventory = load_inventory(config)
+
+    async def discover_all() -> tuple[dict, dict]:
+        col = Collector(inventory, sink=lambda pts: None)
+        errors: dict[str, str] = {}
+        try:
+            infos = await col.prepare()
+        except PreflightError as e:
+            return {}, e.problems
+        finally:
+            await col.close()
+        for name, st in col.status.items():
+            if st.info is None:
+                errors[name] = st.last_error or "not reached"
+        return infos, errors
+
+    infos, errors = asyncio.run(discover_all())
+    Console().print(inventory_table(infos.values(), errors))
+    if infos and not no_store:
+        client = db.client(inventory.config.influx.model_dump())
+        with InfluxWriter(client, spool_dir=db.state / "spool") as writer:
+            now = time.time_ns()
+            for info in infos.values():
+                writer.write(info.points(now))
+        click.echo(
+            f"stored {len(infos)} node record(s) in {client.url} / {client.database}", err=True
+        )
+    if errors:
+        raise click.ClickException(f"{len(errors)} node(s) could not be discovered")
+
+
+@main.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--duration", type=float, help="Stop after this many seconds [default: until Ctrl+C]."
+)
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Reader tick in seconds."
+)
+@db_options
+def run_cmd(config: Path, duration: float | None, interval: float, db: DbTarget) -> None:
+    """Collect from every node of the lab config into InfluxDB until Ctrl+C or --duration.
+
+    One reader per node streams /proc over one SSH channel; a dropped connection is
+    re-established with backoff and the gap is recorded as a `wally_event`.
+
+    \b
+    Example:
+      collector run lab.yaml --duration 60
+    """
+    if duration is not None and duration <= 0:
+        raise click.BadParameter(
+            f"expected a positive number of seconds, got {duration}", param_hint="--duration"
+        )
+    inventory = load_inventory(config)
+    client = db.client(inventory.config.influx.model_dump())
+    with InfluxWriter(client, spool_dir=db.state / "spool") as writer:
+        col = Collector(
+            inventory,
+            sink=writer.write,
+            sensors=_sensor_intervals(inventory),
+            tick=interval,
+        )
+
+        async def go() -> None:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGINT, col.stop)
+            loop.add_signal_handler(signal.SIGTERM, col.stop)
+            await col.prepare()
+            await show_while(
+                col.run(duration), lambda: node_table(col.status), lambda: plain_lines(col.status)
+            )
+
+        asyncio.run(go())
+    for line in plain_lines(col.status):
+        click.echo(line, err=True)
+    click.echo(f"wrote {writer.stats.points} points to {client.url} / {client.database}", err=True)
 
 
 @main.command("schema")

@@ -291,7 +291,8 @@ class InfluxSection(_Strict):
     password_file: str | None = None
     token_env: str | None = None
     token_file: str | None = None
-    create_database: bool = True
+    # Off by default: a typo in the name must not silently create a second database.
+    create_database: bool = False
 
     @field_validator("url")
     @classmethod
