@@ -469,8 +469,9 @@ def stop_daemon(lab: CephLab, name: str, sig: int = signal.SIGTERM) -> None:
             time.sleep(0.05)
 
 
-def start_daemon(lab: CephLab, name: str) -> int:
-    """(Re)start one stopped daemon of the lab (e.g. `osd.1` after a fault test); its PID."""
+def start_daemon(lab: CephLab, name: str, timeout: float = 30.0) -> int:
+    """(Re)start a stopped daemon (e.g. `osd.1` after a fault test); its PID once its admin
+    socket answers."""
     kind, _, ident = name.partition(".")
     if name not in lab.pids or kind not in ("mon", "mgr", "osd"):
         raise CephLabError(
@@ -478,7 +479,19 @@ def start_daemon(lab: CephLab, name: str) -> int:
         )
     if _is_ours(lab.pids[name], lab.conf):
         raise CephLabError(f"{name} is still running as PID {lab.pids[name]}")
-    return _spawn(lab, name, _daemon_cmd(lab, f"ceph-{kind}", ident)).pid
+    proc = _spawn(lab, name, _daemon_cmd(lab, f"ceph-{kind}", ident))
+    asok = str(lab.admin_sockets[name])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CephLabError(
+                f"{name} exited with {proc.returncode}; see {lab.cluster_dir / 'log'}"
+            )
+        with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+            s.connect(asok)
+            return proc.pid
+        time.sleep(0.1)
+    raise CephLabError(f"{name} restarted but its admin socket {asok} is silent after {timeout} s")
 
 
 def down(lab: CephLab | Path) -> None:
