@@ -279,51 +279,59 @@ def rates_frame(
     window = max(int(log_avg_msec), 0)
     if grid is None:
         grid = grid_for([f["time_ms"].to_numpy() for fs in iops_logs.values() for f in fs], window)
-    parts = []
+    nodes = list(dict.fromkeys([*iops_logs, *bw_logs]))
+    fields: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for field, logs in (("iops", iops_logs), ("bw", bw_logs)):
+        keys, values, jobs = [], [], []
         for node, frames in logs.items():
-            for job, f in enumerate(frames):
-                b = grid.bucket(f["time_ms"].to_numpy(), window)
+            for f in frames:
+                ddir = f["ddir"].to_numpy()
+                key = (nodes.index(node) * 4 + ddir) << 40 | grid.bucket(
+                    f["time_ms"].to_numpy(), window
+                )
                 if window:
                     v = f["value"].to_numpy(dtype=np.float64)
+                elif field == "iops":
+                    v = np.ones(len(f))
                 else:
-                    v = np.ones(len(f)) if field == "iops" else f["bs"].to_numpy() / 1024.0
-                parts.append(
-                    pd.DataFrame(
-                        {
-                            "node": node,
-                            "job": job,
-                            "ddir": f["ddir"].to_numpy(),
-                            "b": b,
-                            "field": field,
-                            "v": v,
-                        }
-                    )
-                )
-    if not parts:
+                    v = f["bs"].to_numpy() / 1024.0
+                uniq, inv = np.unique(key, return_inverse=True)
+                total = np.bincount(inv.ravel(), v, minlength=len(uniq))
+                if window:  # a job's window averages falling in one second: their mean
+                    total /= np.bincount(inv.ravel(), minlength=len(uniq))
+                keys.append(uniq)
+                values.append(total)
+                jobs.append(np.ones(len(uniq), dtype=np.int64))
+        if not keys:
+            continue
+        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        summed = np.bincount(inv.ravel(), np.concatenate(values), minlength=len(uniq))
+        if window:
+            # fio's helper thread may skip a job's last window: a second that not every
+            # job of the node reported would show a false dip, so it is left out.
+            njobs = np.bincount(inv.ravel(), minlength=len(uniq))
+            series, sinv = np.unique(uniq >> 40, return_inverse=True)
+            most = np.zeros(len(series), dtype=np.int64)
+            np.maximum.at(most, sinv.ravel(), njobs)
+            keep = njobs == most[sinv.ravel()]
+            uniq, summed = uniq[keep], summed[keep]
+        fields[field] = (uniq, summed)
+    if not fields:
         return pd.DataFrame(columns=["time", "node", "op", "iops", "bw"])
-    df = pd.concat(parts, ignore_index=True)
-    keys = ["field", "node", "ddir", "b"]
-    per_job = df.groupby([*keys, "job"], sort=False)["v"].agg("mean" if window else "sum")
-    grouped = per_job.groupby(level=keys, sort=True)
-    total = grouped.sum()
-    if window:
-        # fio's helper thread may skip a job's last window: a second some jobs of the node
-        # did not report would show a false dip, so it is left out.
-        njobs = grouped.size()
-        full = njobs.groupby(level=["field", "node", "ddir"]).transform("max")
-        total = total[njobs == full]
-    total = total.unstack("field")
-    total = total.reset_index()
+    allkeys = np.unique(np.concatenate([k for k, _ in fields.values()]))
     out = pd.DataFrame(
         {
-            "time": grid.time_ns(total["b"].to_numpy()),
-            "node": total["node"].astype(str),
-            "op": np.asarray(OPS)[total["ddir"].to_numpy()],
+            "time": grid.time_ns(allkeys & ((1 << 40) - 1)),
+            "node": np.asarray(nodes, dtype=object)[allkeys >> 42],
+            "op": np.asarray(OPS, dtype=object)[(allkeys >> 40) & 3],
         }
     )
     for field in ("iops", "bw"):
-        out[field] = total[field].to_numpy(dtype=np.float64) if field in total else np.nan
+        col = np.full(len(allkeys), np.nan)
+        if field in fields:
+            k, v = fields[field]
+            col[np.searchsorted(allkeys, k)] = v
+        out[field] = col
     return out
 
 

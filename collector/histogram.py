@@ -182,6 +182,10 @@ def group_sum(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndar
     else:
         uniq, inv = np.unique(k, axis=0, return_inverse=True)
     inv = inv.ravel()
+    if len(uniq) == len(k):  # nothing to merge: just put the rows in key order
+        out = np.empty_like(c)
+        out[inv] = c
+        return uniq, out
     order = np.argsort(inv, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(inv[order]) != 0])
     return uniq, np.add.reduceat(c[order], starts, axis=0)
