@@ -22,6 +22,7 @@ adding: rates are summed, histograms are added, percentiles are taken afterwards
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,14 +362,17 @@ def read_hist_log(path: str | Path) -> HistLog:
         coarseness = histogram.coarseness_for(ncols - 3)
     except ValueError as e:
         raise FioParseError(f"{p}: not a fio clat histogram log: {e}") from None
-    try:
-        a = pd.read_csv(p, header=None, dtype=np.int64, engine="c").to_numpy()
-    except (ValueError, pd.errors.ParserError) as e:
+    data = p.read_bytes()
+    nrows = data.count(b"\n") + (not data.endswith(b"\n"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # raised when text is bad
+        values = np.fromstring(data.replace(b"\n", b","), dtype=np.int64, sep=",")
+    if values.size != nrows * ncols:
         raise FioParseError(
-            f"{p}: bad clat histogram log ({ncols} integer columns expected): {e}"
-        ) from None
-    if a.shape[1] != ncols:
-        raise FioParseError(f"{p}: rows have {a.shape[1]} columns, the first line {ncols}")
+            f"{p}: bad clat histogram log: expected {nrows} rows of {ncols} integers "
+            f"(as on its first line), read {values.size} integers"
+        )
+    a = values.reshape(nrows, ncols)
     if (a[:, 3:] < 0).any():
         raise FioParseError(f"{p}: negative histogram counts")
     return HistLog(a[:, 0], a[:, 1], a[:, 2], a[:, 3:], coarseness)
