@@ -23,10 +23,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.influx import InfluxClient, InfluxConfig  # noqa: E402
-from collector.influxd import EmbeddedInfluxd  # noqa: E402
-from collector.lineproto import encode_frame  # noqa: E402
-from collector.writer import InfluxWriter  # noqa: E402
+from collector.influx import InfluxClient, InfluxConfig
+from collector.influxd import EmbeddedInfluxd
+from collector.lineproto import encode_frame
+from collector.writer import InfluxWriter
 
 BATCH = 10_000
 
@@ -64,7 +64,9 @@ def ours(client: InfluxClient, df: pd.DataFrame) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--points", type=int, default=600_000)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -77,7 +79,10 @@ def main() -> None:
                 t0 = 1_700_000_000_000_000_000 + r * 10**15
                 df = frame(args.points, t0)
                 lines = encode_frame(df, "diskio", ["node", "device"])
-                bodies = [("\n".join(lines[i : i + BATCH]) + "\n").encode() for i in range(0, len(lines), BATCH)]
+                bodies = [
+                    ("\n".join(lines[i : i + BATCH]) + "\n").encode()
+                    for i in range(0, len(lines), BATCH)
+                ]
                 c_base = InfluxClient(InfluxConfig(url=url, database=f"base{r}"))
                 c_ours = InfluxClient(InfluxConfig(url=url, database=f"ours{r}"))
                 c_base.create_database()
@@ -87,7 +92,9 @@ def main() -> None:
                 for c in (c_base, c_ours):
                     got = c.query_df("SELECT count(reads) FROM diskio")["count"].iloc[0]
                     assert got == args.points, f"{c.database}: {got} points stored"
-                print(f"round {r}: baseline {base_rates[-1]:,.0f} points/s, writer {our_rates[-1]:,.0f} points/s")
+                print(
+                    f"round {r}: baseline {base_rates[-1]:,.0f} points/s, writer {our_rates[-1]:,.0f} points/s"
+                )
         finally:
             server.destroy()
     base, mine = statistics.median(base_rates), statistics.median(our_rates)

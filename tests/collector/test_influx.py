@@ -64,7 +64,7 @@ def test_round_trip_nasty_names_and_every_type(influx, measurement, tags, fields
     influx.execute(f"DROP MEASUREMENT {quote_ident(measurement)}")
     # JSON carries a whole float as an integer literal (Go prints 1e16 as 10000000000000000):
     # the stored float64 is identical, so compare floats as floats.
-    for t, values in rows:
+    for _t, values in rows:
         for k, v in fields.items():
             if isinstance(v, float) and k in values:
                 values[k] = float(values[k])
@@ -101,7 +101,7 @@ def test_statement_error_is_raised_even_with_http_200(influx):
     # mean() of a string field fails at run time: HTTP 200 with results[1].error
     with pytest.raises(InfluxError, match="statement 1 failed: unsupported mean"):
         influx.query("SELECT * FROM wally_event; SELECT mean(message) FROM wally_event")
-    with pytest.raises(InfluxError, match="HTTP 400.*error parsing query"):
+    with pytest.raises(InfluxError, match=r"HTTP 400.*error parsing query"):
         influx.query("SELECT nope( FROM mem")
 
 
