@@ -1,0 +1,125 @@
+"""One iteration's fio outputs, fetched from its nodes, into InfluxDB and into totals.
+
+Layout read here (written by the runner): `<iteration dir>/<node>/out.json` (fio's own json+
+result) and fio's logs `*_iops.N.log`, `*_bw.N.log`, `*_clat_hist.N.log` (epoch stamped,
+1 s windows). Totals over all nodes: IOPS and bandwidth add up (from fio's JSON, the ground
+truth); latency percentiles come from the clat histogram logs, added across jobs, nodes and
+directions and then interpolated within bins (never averaged percentiles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from collector import fio, histogram
+from collector.writer import InfluxWriter
+
+PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
+
+
+@dataclass
+class OpTotals:
+    iops: float = 0.0
+    bw_bytes: float = 0.0
+    io_bytes: int = 0
+    clat_ns: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class IterationTotals:
+    """What the summary table and `loadgen run --json` report for an iteration."""
+
+    iops: float
+    bw_bytes: float
+    clat_ns: dict[str, float]
+    ops: dict[str, OpTotals]
+    per_node: dict[str, dict[str, float]]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _logs(node_dir: Path, kind: str) -> list[Path]:
+    return sorted(node_dir.glob(f"*_{kind}.*.log"))
+
+
+def _percentiles(counts: np.ndarray, coarseness: int) -> dict[str, float]:
+    if not counts.any():
+        return {}
+    values = histogram.percentiles(counts[None, :], list(PERCENTILES.values()), coarseness)[0]
+    return {k: float(v) for k, v in zip(PERCENTILES, values, strict=True)}
+
+
+def ingest_iteration(
+    writer: InfluxWriter,
+    iteration_dir: Path,
+    nodes: Sequence[str],
+    tags: Mapping[str, str],
+) -> IterationTotals:
+    """Write fio_summary, fio, fio_lat and fio_hist points; return the iteration's totals.
+
+    `tags` are run, test, bs and qd (node and op come from the files).
+    """
+    run, test = tags["run"], tags["test"]
+    ops: dict[str, OpTotals] = {}
+    per_node: dict[str, dict[str, float]] = {}
+    iops_logs, bw_logs, hist_logs = {}, {}, {}
+    for node in nodes:
+        node_dir = iteration_dir / node
+        out = node_dir / "out.json"
+        writer.write(fio.summary_points(out, run, test, node))
+        summary = fio.summary_frame(fio.read_json(out), out)
+        per_node[node] = {
+            "iops": float(summary["iops"].sum()),
+            "bw_bytes": float(summary["bw_bytes"].sum()),
+        }
+        for row in summary.to_dict("records"):
+            op = ops.setdefault(row["op"], OpTotals())
+            op.iops += row["iops"]
+            op.bw_bytes += row["bw_bytes"]
+            op.io_bytes += row["io_bytes"]
+        iops_logs[node] = [fio.read_log(p) for p in _logs(node_dir, "iops")]
+        bw_logs[node] = [fio.read_log(p) for p in _logs(node_dir, "bw")]
+        hist_logs[node] = [fio.read_hist_log(p) for p in _logs(node_dir, "clat_hist")]
+
+    const = {"run": run, "test": test, "bs": tags["bs"], "qd": tags["qd"]}
+    if any(iops_logs.values()):
+        rates = fio.rates_frame(iops_logs, bw_logs, log_avg_msec=1000)
+        writer.write_frame(rates, "fio", ["node", "op"], ["iops", "bw"], "time", const)
+
+    clat: dict[str, float] = {}
+    if any(hist_logs.values()):
+        seconds = fio.merge_hist_logs(hist_logs)
+        lat = fio.lat_frame(seconds)
+        writer.write_frame(
+            lat, "fio_lat", ["node", "op"], [*fio.LAT_FIELDS, "count"], "time", const
+        )
+        hist = fio.hist_frame(seconds)
+        writer.write_frame(
+            hist, "fio_hist", ["node", "op", "le"], ["count"], "time", {"run": run, "test": test}
+        )
+        totals = seconds.totals()
+        for op_name, op in ops.items():
+            counts = sum(
+                (c for (n, o), c in totals.items() if o == op_name),
+                np.zeros(histogram.PLAT_NR, np.int64),
+            )
+            op.clat_ns = _percentiles(counts, seconds.coarseness)
+        all_counts = (
+            seconds.counts.sum(axis=0)
+            if len(seconds.counts)
+            else np.zeros(histogram.PLAT_NR, np.int64)
+        )
+        clat = _percentiles(all_counts, seconds.coarseness)
+
+    return IterationTotals(
+        iops=sum(o.iops for o in ops.values()),
+        bw_bytes=sum(o.bw_bytes for o in ops.values()),
+        clat_ns=clat,
+        ops=ops,
+        per_node=per_node,
+    )
