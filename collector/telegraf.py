@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -65,8 +66,8 @@ INPUT_OPTIONS: dict[str, dict[str, Any]] = {
     },
 }
 CEPH_DAEMON_ROLES = ("ceph-osd", "ceph-mon")
-# Telegraf's ceph input starts the `ceph` CLI once per admin socket and poll (~0.3 s CPU
-# each): at 1 s that would cost the OSD host more than the OSD. A `sensors:` entry overrides.
+# Telegraf's ceph input starts the `ceph` CLI once per admin socket and poll (0.1 s CPU
+# each, measured in docs/telegraf.md): at 1 s, 10% of a core per daemon. `sensors:` overrides.
 DEFAULT_INTERVALS: dict[str, float] = {"ceph": 10.0}
 RABBITMQ_ROLE = "rabbitmq"
 DEFAULT_RABBITMQ_URL = "http://localhost:15672"
@@ -335,8 +336,12 @@ def write_configs(
     "--influx-url", envvar="WALLY_INFLUX_URL",
     help="InfluxDB the agents write to [default: the config's influx.url].",
 )  # fmt: skip
-@click.option("--database", envvar="WALLY_INFLUX_DATABASE", help="[default: influx.database]")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds.")
+@click.option(
+    "--database", envvar="WALLY_INFLUX_DATABASE", help="[default: the config's influx.database]"
+)
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Agent interval, seconds."
+)
 @click.option("--v2", is_flag=True, help="Write with outputs.influxdb_v2 (bucket = database).")
 @click.option("--org", "organization", default="", help="InfluxDB 2 organization (--v2).")
 @click.option(
@@ -386,6 +391,12 @@ def telegraf_config_command(
         )  # fmt: skip
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    host = urlsplit(url).hostname or ""
+    if host in ("localhost", "::1") or host.startswith("127."):
+        remote = [n.name for n in inventory if not n.is_local]
+        if remote:
+            click.echo(f"warning: {url} is a loopback address; agents on {', '.join(remote[:3])}"
+                       f"{' ...' if len(remote) > 3 else ''} cannot reach it", err=True)  # fmt: skip
     table = Table(title=f"{len(paths)} Telegraf config(s) in {out_dir}")
     for col in ("node", "role", "role inputs", "file"):
         table.add_column(col, overflow="fold")

@@ -236,6 +236,14 @@ def test_cli_writes_one_file_per_node(tmp_path: Path) -> None:
     assert set(conf["inputs"]) == {"cpu", "procstat", "ceph"}
     assert conf["outputs"]["influxdb"][0]["database"] == "perf"
     assert "osd-1" in r.output and "ceph-osd" in r.output
+    assert "loopback" not in r.output
+
+
+def test_cli_warns_when_remote_agents_cannot_reach_a_loopback_url(tmp_path: Path) -> None:
+    yaml_text = "nodes:\n  - {uri: 'u@10.1.1.1', roles: [testnode]}\n"
+    r = run(tmp_path, yaml_text, "--influx-url", "http://127.0.0.1:8086")
+    assert r.exit_code == 0, r.output
+    assert "http://127.0.0.1:8086 is a loopback address; agents on 10.1.1.1" in r.output
 
 
 @pytest.mark.parametrize(
