@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import click
-from pydantic import PositiveFloat, RootModel
 from rich.console import Console
 from rich.table import Table
 
@@ -17,9 +16,11 @@ from collector import influxd, schemadoc
 from collector.clicommon import DbTarget, WallyGroup, db_options, setup_logging, verbose_option
 from collector.discovery import inventory_table
 from collector.engine import Collector, PreflightError
-from collector.inventory import Inventory, load_inventory
+from collector.inventory import load_inventory
 from collector.lineproto import Point
 from collector.liveview import node_table, plain_lines, show_while
+from collector.sensors import configured_intervals
+from collector.telegraf import telegraf_config_command
 from collector.writer import InfluxWriter
 
 
@@ -132,15 +133,6 @@ def db_check(db: DbTarget, points: int) -> None:
         raise click.ClickException(f"wrote {points} points but read back {back}")
 
 
-class SensorIntervals(RootModel[dict[str, PositiveFloat]]):
-    """The config's `sensors:` section: sensor name -> interval in seconds."""
-
-
-def _sensor_intervals(inventory: Inventory) -> dict[str, float] | None:
-    section = inventory.section("sensors", SensorIntervals)
-    return section.root if section is not None else None
-
-
 @main.command("nodes")
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--no-store", is_flag=True, help="Do not write the node records to InfluxDB.")
@@ -215,7 +207,7 @@ def run_cmd(config: Path, duration: float | None, interval: float, db: DbTarget)
         col = Collector(
             inventory,
             sink=writer.write,
-            sensors=_sensor_intervals(inventory),
+            sensors=configured_intervals(inventory),
             tick=interval,
         )
 
@@ -248,3 +240,6 @@ def schema_cmd(markdown: bool) -> None:
         click.echo(text)
     else:
         Console().print(text)
+
+
+main.add_command(telegraf_config_command)

@@ -33,7 +33,7 @@ from rich.table import Table
 from collector import schema
 from collector.engine import role_tag
 from collector.inventory import DevicePattern, Inventory, InventoryError, Node, load_inventory
-from collector.sensors import procstat_for_roles
+from collector.sensors import configured_intervals, procstat_for_roles
 from collector.sensors.ceph import DEFAULT_SOCKET_DIR
 
 # Telegraf input -> the measurements it produces with the options we set.
@@ -370,12 +370,9 @@ def telegraf_config_command(
       collector telegraf-config lab.yaml --out telegraf/ --influx-url http://10.0.0.5:8086
       collector telegraf-config lab.yaml --out tg/ --v2 --org lab --influx-url http://db:8086
     """
-    from collector.cli import SensorIntervals  # cli mounts this command: import at call time
-
     try:
         inventory = load_inventory(config, check_files=False)
-        section = inventory.section("sensors", SensorIntervals)
-        sensors = section.root if section is not None else None
+        sensors = configured_intervals(inventory)
         url = influx_url or inventory.config.influx.url
         if not url:
             raise click.UsageError(

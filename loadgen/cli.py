@@ -11,7 +11,9 @@ from rich.console import Console
 from collector.clicommon import WallyGroup, setup_logging, verbose_option
 from collector.inventory import load_inventory
 from loadgen import jobfile
+from loadgen.cephlab import cephlab_cli
 from loadgen.plan import compile_plan, plan_table
+from loadgen.runcli import cleanup_cmd, resume_cmd, run_cmd
 
 
 @click.group(cls=WallyGroup)
@@ -78,3 +80,7 @@ def plan_cmd(config: Path, as_json: bool, jobs_dir: Path | None, osd_count: int 
     if jobs_dir is not None:
         n = sum(len(v) for v in written.values())
         click.echo(f"wrote {n} job files under {jobs_dir.resolve()}")
+
+
+for _command in (run_cmd, resume_cmd, cleanup_cmd, cephlab_cli):
+    main.add_command(_command)

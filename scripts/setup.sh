@@ -20,6 +20,6 @@ if ((${#missing[@]})); then
 fi
 
 PY=${PYTHON:-python3}
-$PY -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -vE "^WARNING: (Running pip as|Location)" || true
+$PY -m pip install -q --disable-pip-version-check -e ".[test,bench]" 2>&1 | grep -vE "^WARNING: (Running pip as|Location)" || true
 $PY -c "import collector, loadgen, analysis, dashboards" 
 echo "setup: ok"

@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from importlib.util import find_spec
 from typing import Any
 
+from pydantic import PositiveFloat, RootModel
+
 from collector import schema
+from collector.inventory import Inventory
 from collector.lineproto import Point
 
 
@@ -46,8 +49,8 @@ ROLE_PROCESSES: dict[str, tuple[ProcMatch, ...]] = {
     "ceph-mon": (ProcMatch("exe", "^ceph-mon$"), ProcMatch("exe", "^ceph-mgr$")),
     "rabbitmq": (ProcMatch("exe", "^beam.smp$"),),
     "compute": (ProcMatch("exe", "^qemu"),),
-    "rpc-client": (ProcMatch("pattern", "ombt|rpc-agent"),),
-    "rpc-server": (ProcMatch("pattern", "ombt|rpc-agent"),),
+    "rpc-client": (ProcMatch("pattern", r"ombt|loadgen\.rpc\.agent"),),
+    "rpc-server": (ProcMatch("pattern", r"ombt|loadgen\.rpc\.agent"),),
 }
 
 
@@ -170,3 +173,13 @@ def digest_counts(sample: Sample, key: str) -> list[tuple[str, int]]:
         except ValueError:
             raise parse_error(key, f"expected 'name count', got {line!r}") from None
     return out
+
+
+class SensorIntervals(RootModel[dict[str, PositiveFloat]]):
+    """The lab config's `sensors:` section: sensor name -> interval in seconds."""
+
+
+def configured_intervals(inventory: Inventory) -> dict[str, float] | None:
+    """Per-sensor intervals from the config, or None for every sensor at the default tick."""
+    section = inventory.section("sensors", SensorIntervals)
+    return section.root if section is not None else None

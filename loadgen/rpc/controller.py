@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import shutil
 import socket
 import subprocess
 import sys
@@ -178,6 +179,7 @@ class Controller:
         heartbeat: float = 1.0,
         silence_timeout: float = 10.0,
         drain_timeout: float = 5.0,
+        logdir: Path | None = None,
     ):
         spec.validate()
         self.spec = spec
@@ -196,7 +198,10 @@ class Controller:
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
         self.procs: dict[str, subprocess.Popen] = {}
-        self.logdir: Path | None = None
+        # Agent logs go to the caller's directory (a run keeps them) or to a temp dir
+        # that close() removes.
+        self.logdir: Path | None = logdir
+        self._own_logdir = logdir is None
         self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True, name="rpc-accept").start()
         threading.Thread(target=self._pinger, daemon=True, name="rpc-ping").start()
@@ -232,8 +237,10 @@ class Controller:
                     a.channel.send(type="ping")
 
     def spawn_local(self) -> None:
-        """Start every agent as a local process, logging to a temp dir (tracked by PID)."""
-        self.logdir = Path(tempfile.mkdtemp(prefix="wally-rpc-"))
+        """Start every agent as a local process (tracked by PID), logging to `logdir`."""
+        if self.logdir is None:
+            self.logdir = Path(tempfile.mkdtemp(prefix="wally-rpc-"))
+        self.logdir.mkdir(parents=True, exist_ok=True)
         host, port = self.address
         for name in self.agents:
             with open(self.logdir / f"{name}.log", "wb") as log:
@@ -434,6 +441,8 @@ class Controller:
         for a in self.agents.values():
             if a.channel is not None:
                 a.channel.close()
+        if self._own_logdir and self.logdir is not None:
+            shutil.rmtree(self.logdir, ignore_errors=True)
 
 
 def run_local(

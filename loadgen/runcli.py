@@ -1,0 +1,198 @@
+"""`loadgen run | resume | cleanup`: the runner's commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from collector.clicommon import DbTarget, db_options
+from collector.engine import PreflightError
+from collector.inventory import Inventory, load_inventory
+from collector.liveview import node_table, show_while
+from collector.ssh import SshError, connect
+from collector.writer import InfluxWriter
+from loadgen import fionode
+from loadgen.plan import compile_plan
+from loadgen.rundir import RunDir
+from loadgen.runner import (
+    RunInterrupted,
+    Runner,
+    live_view,
+    plain_progress,
+    result_json,
+    summary_table,
+)
+
+EXIT_INTERRUPTED = 130
+
+
+def _execute(
+    inventory: Inventory,
+    rundir: RunDir,
+    db: DbTarget,
+    keep_files: bool,
+    fail_fast: bool,
+    as_json: bool,
+) -> None:
+    plan = compile_plan(inventory)
+    (rundir.path / "plan.txt").write_text(
+        "\n".join(f"{it.name}\t{','.join(it.nodes)}\t{json.dumps(it.fio_params())}" for it in plan)
+        + "\n"
+    )
+    client = db.client(inventory.config.influx.model_dump())
+    console = Console(stderr=True)
+    console.print(
+        f"run {rundir.state.run_id}: {len(plan)} iterations, ~{plan.total_duration:.0f} s; results in {rundir.path}"
+    )
+    interrupted = False
+    with InfluxWriter(client, spool_dir=db.state / "spool") as writer:
+        runner = Runner(
+            inventory,
+            plan,
+            client,
+            rundir,
+            writer=writer,
+            keep_files=keep_files,
+            fail_fast=fail_fast,
+            console=console,
+        )
+
+        async def go() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, runner.stop)
+
+            def view():
+                return live_view(
+                    runner.progress,
+                    lambda: node_table(runner.collector.status) if runner.collector else None,
+                )
+
+            await show_while(
+                runner.run(),
+                view,
+                lambda: plain_progress(runner.progress),
+                console,
+                plain_every=5.0,
+            )
+
+        try:
+            asyncio.run(go())
+        except RunInterrupted:
+            interrupted = True
+        except PreflightError as e:
+            raise click.ClickException(f"pre-flight failed, nothing was started:\n{e}") from None
+    console.print(summary_table(rundir))
+    console.print(
+        f"results: {rundir.path} (InfluxDB {client.url} / {client.database}, run {rundir.state.run_id})"
+    )
+    if as_json:
+        click.echo(json.dumps(result_json(rundir), indent=1))
+    if interrupted:
+        console.print(f"interrupted: resume with `loadgen resume {rundir.path}`")
+        sys.exit(EXIT_INTERRUPTED)
+    if rundir.state.status != "done":
+        sys.exit(1)
+
+
+@click.command("run")
+@click.argument("plan", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--runs-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where run directories are created.",
+)
+@click.option("--keep-files", is_flag=True, help="Leave test files and fio outputs on the nodes.")
+@click.option(
+    "--fail-fast", is_flag=True, help="Stop at the first iteration that fails (after its retry)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the results as one JSON document on stdout."
+)
+@db_options
+def run_cmd(
+    plan: Path, runs_dir: Path, keep_files: bool, fail_fast: bool, as_json: bool, db: DbTarget
+) -> None:
+    """Run a test plan on the lab's test nodes while the collector watches every node.
+
+    Pre-flight checks every node first (fio, targets, space, clock skew) and reports all
+    problems before anything starts. Ctrl+C stops fio on every node and keeps what was
+    measured; `loadgen resume RUN_DIR` continues.
+
+    \b
+    Example:
+      loadgen run examples/local.yaml --json > result.json
+    """
+    inventory = load_inventory(plan)
+    compile_plan(inventory)  # bad plans fail here, before a run directory exists
+    rundir = RunDir.create(runs_dir, plan.read_text(), str(plan))
+    _execute(inventory, rundir, db, keep_files, fail_fast, as_json)
+
+
+@click.command("resume")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--keep-files", is_flag=True, help="Leave test files and fio outputs on the nodes.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first iteration that fails.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the results as one JSON document on stdout."
+)
+@db_options
+def resume_cmd(
+    run_dir: Path, keep_files: bool, fail_fast: bool, as_json: bool, db: DbTarget
+) -> None:
+    """Continue an interrupted run, skipping the iterations it finished.
+
+    \b
+    Example:
+      loadgen resume runs/20261122-101500-ab12
+    """
+    rundir = RunDir.load(run_dir)
+    inventory = load_inventory(rundir.config_path)
+    _execute(inventory, rundir, db, keep_files, fail_fast, as_json)
+
+
+@click.command("cleanup")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def cleanup_cmd(run_dir: Path) -> None:
+    """Remove whatever a run left on its nodes: fio processes (by PID), test files, work dirs.
+
+    \b
+    Example:
+      loadgen cleanup runs/20261122-101500-ab12
+    """
+    rundir = RunDir.load(run_dir)
+    inventory = load_inventory(rundir.config_path)
+
+    async def go() -> list[str]:
+        errors = []
+        for name, left in rundir.state.nodes.items():
+            try:
+                conn = await connect(inventory.node(name))
+            except SshError as e:
+                errors.append(str(e))
+                continue
+            try:
+                killed = await fionode.kill_run_pids(conn, left.pids, left.workdir)
+                await fionode.remove(
+                    conn, left.files, [*left.dirs, left.workdir] if left.workdir else left.dirs
+                )
+                click.echo(
+                    f"{name}: stopped {killed} process(es), removed {len(left.files)} file(s) and the work dir"
+                )
+                left.files, left.dirs, left.pids = [], [], []
+            finally:
+                await conn.close()
+        rundir.save()
+        return errors
+
+    errors = asyncio.run(go())
+    if errors:
+        raise click.ClickException("\n".join(errors))
