@@ -1,7 +1,9 @@
+import socket
 from collections import Counter
 
 from collector.lineproto import encode_point
 from collector.sensors import netstat
+from collector.sensors.reader import node_tcp_states
 from tests.collector.sensors.captures import CTX, SOCKET_TABLES, raw, sample
 
 STATE_NAMES = {"01": "established", "06": "time_wait", "0A": "listen", "08": "close_wait"}
@@ -28,3 +30,32 @@ def test_socket_counts_from_real_tables():
         sum(tcp.values()) + p.fields["tcp_none"]
     )
     encode_point(p)
+
+
+def _proc_tcp_states() -> Counter:
+    states = Counter()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            states.update(line.split()[3] for line in f.read().splitlines()[1:])
+    return states
+
+
+def test_netlink_counts_match_proc_tables():
+    """The node counts TCP states over sock_diag; /proc/net/tcp{,6} is the ground truth.
+    Sockets come and go on a shared machine: retry until two /proc reads agree."""
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        client = socket.create_connection(srv.getsockname())
+        peer, _ = srv.accept()
+        try:
+            for _ in range(20):
+                before = _proc_tcp_states()
+                ours = Counter()
+                for family in (socket.AF_INET, socket.AF_INET6):
+                    ours.update(node_tcp_states(family))
+                if before == _proc_tcp_states():
+                    break
+            assert ours == before
+            assert ours["0A"] >= 1 and ours["01"] >= 2
+        finally:
+            client.close()
+            peer.close()
