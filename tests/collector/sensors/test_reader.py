@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from collector.lineproto import encode_point
-from collector.sensors import Context
+from collector.sensors import Context, ProcMatch
 from collector.sensors.reader import (
     MARKER,
     Frame,
@@ -267,3 +267,48 @@ def test_disk_rates_match_iostat(loop_device: str, tmp_path: Path):
     assert wkb_s == pytest.approx(sum(d["wkB/s"] for d in disk) / 3, rel=0.02)
     print(f"ours w/s={w_s:.1f} util={util:.2f}; iostat", [(d["w/s"], d["util"]) for d in disk])
     assert util == pytest.approx(sum(d["util"] for d in disk) / 3, rel=0.02, abs=0.1)
+
+
+def test_sensor_intervals_and_error_isolation():
+    enabled = enable({"cpu": 1, "system": 2})
+    state = StreamState()
+    stat = "cpu 1 2 3 4 5 6 7 8 0 0\nbtime 100\n"
+    seen = []
+    for seq in range(4):
+        stat = stat.replace(f"cpu {seq + 1} ", f"cpu {seq + 2} ")
+        frame = Frame(seq, (seq + 200) * 10**9, {"proc/stat": stat, "proc/loadavg": "x y z"})
+        points, state, errors = frame_points(frame, enabled, CTX, state)
+        seen.append(sorted({p.measurement for p in points}))
+        # system is due on even ticks only, and its bad loadavg does not stop cpu
+        assert [e.split(":")[0] for e in errors] == (["system"] if seq % 2 == 0 else [])
+    assert seen == [[], ["cpu"], ["cpu"], ["cpu"]]
+
+
+def test_real_reader_procstat_follows_a_process_and_not_itself():
+    sleeper = subprocess.Popen(["sleep", "30"])
+    enabled = enable(["procstat", "processes"])
+    matchers = (ProcMatch("exe", "^sleep$"), ProcMatch("pattern", "sleep|python"))
+    ctx = Context(CTX.tags, procstat=matchers)
+    proc = start_local(reads_for(enabled), 0.5, matchers)
+    try:
+        state = StreamState()
+        points = []
+        for frame in _frames(proc, 4):
+            pts, state, errors = frame_points(frame, enabled, ctx, state)
+            assert errors == []
+            points += pts
+        ps = [p for p in points if p.measurement == "procstat"]
+        pids = {p.tags["pid"] for p in ps}
+        assert str(sleeper.pid) in pids and str(proc.pid) not in pids
+        mine = [p for p in ps if p.tags["pid"] == str(sleeper.pid)]
+        assert {p.tags.get("exe") for p in mine} >= {"^sleep$"}
+        assert any("cpu_usage" in p.fields for p in mine)
+        assert all(p.fields["num_fds"] >= 3 for p in mine)
+        for p in points:
+            encode_point(p)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        proc.stdin.close()
+        proc.wait(timeout=5)
+        proc.stdout.close()
