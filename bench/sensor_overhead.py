@@ -26,9 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from collector.sensors import ProcMatch  # noqa: E402
-from collector.sensors.reader import enable, reader_command, reads_for  # noqa: E402
-from tests.fixtures.sshd import SshdCluster, _descendants  # noqa: E402
+import contextlib
+
+from collector.sensors import ProcMatch
+from collector.sensors.reader import enable, reader_command, reads_for
+from tests.fixtures.sshd import SshdCluster, _descendants
 
 TCK = os.sysconf("SC_CLK_TCK")
 COLLECTD = "/usr/sbin/collectd"
@@ -95,14 +97,13 @@ def main() -> None:
         sys.exit(f"{COLLECTD} not found: apt-get install collectd-core")
 
     stop = threading.Event()
-    with tempfile.TemporaryDirectory(prefix="wally-overhead-") as tmp, SshdCluster(
-        Path(tmp) / "ssh", count=1
-    ) as cluster:
+    with (
+        tempfile.TemporaryDirectory(prefix="wally-overhead-") as tmp,
+        SshdCluster(Path(tmp) / "ssh", count=1) as cluster,
+    ):
         node = cluster.instances[0]
         enabled = enable()
-        cmd = reader_command(
-            reads_for(enabled), 1.0, procstat=(ProcMatch("exe", "^sshd$"),)
-        )
+        cmd = reader_command(reads_for(enabled), 1.0, procstat=(ProcMatch("exe", "^sshd$"),))
         ssh = subprocess.Popen(
             ["ssh", "-T", "-i", str(cluster.key_path), "-p", str(node.port),
              "-o", f"UserKnownHostsFile={cluster.known_hosts}", "-o", "BatchMode=yes",
@@ -123,10 +124,8 @@ def main() -> None:
 
         def drain_udp() -> None:
             while not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     received[0] += len(udp.recv(65536))
-                except TimeoutError:
-                    pass
 
         threads = [
             threading.Thread(target=drain, args=(ssh.stdout, stop), daemon=True),
