@@ -18,6 +18,7 @@ from collector import histogram
 from collector.ssh import NodeConnection, NodeProcess, quote
 from loadgen.jobfile import JOB_FILE, JobFile
 from loadgen.plan import Iteration, Target, format_size
+from loadgen.rundir import NodeLeftovers
 
 FIO_MIN = (3, 1)
 STREAM_FILE = "fio-stream.json"
@@ -201,12 +202,19 @@ async def fetch(conn: NodeConnection, job: JobFile, local: Path) -> list[str]:
     return [f"{remote_dir}/{n}" for n in names]
 
 
-async def remove(conn: NodeConnection, paths: list[str], dirs: list[str]) -> None:
-    """Remove files, then directories (deepest first), that this run created."""
-    if paths:
-        await conn.run("rm -f -- " + " ".join(quote(p) for p in paths))
+async def remove_leftovers(conn: NodeConnection, left: NodeLeftovers) -> None:
+    """Remove what a run created on the node: files, then directories, then its work dir
+    and the work dir's parent if no other node of the run (on the same host) still uses it."""
+    if left.files:
+        await conn.run("rm -f -- " + " ".join(quote(p) for p in left.files))
+    dirs = [*left.dirs, left.workdir] if left.workdir else list(left.dirs)
     for d in sorted(dirs, key=len, reverse=True):
         await conn.run(f"rm -rf -- {quote(d)}")
+    if left.workdir:
+        await conn.run(
+            f"rmdir --ignore-fail-on-non-empty -- {quote(str(PurePosixPath(left.workdir).parent))}"
+        )
+    left.files, left.dirs = [], []
 
 
 async def kill_run_pids(conn: NodeConnection, pids: list[int], workdir: str) -> int:

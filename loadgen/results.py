@@ -5,6 +5,11 @@ result) and fio's logs `*_iops.N.log`, `*_bw.N.log`, `*_clat_hist.N.log` (epoch 
 1 s windows). Totals over all nodes: IOPS and bandwidth add up (from fio's JSON, the ground
 truth); latency percentiles come from the clat histogram logs, added across jobs, nodes and
 directions and then interpolated within bins (never averaged percentiles).
+
+fio never writes a job's last, partial histogram window (a window is written by the first
+I/O completing after it ends). What it did not log is exactly its json+ cumulative bins
+minus the logged windows, so that remainder is added back as the job's final window: the
+per-second series then covers the whole run and the totals are complete.
 """
 
 from __future__ import annotations
@@ -47,6 +52,34 @@ def _logs(node_dir: Path, kind: str) -> list[Path]:
     return sorted(node_dir.glob(f"*_{kind}.*.log"))
 
 
+def complete_hist_logs(doc: dict, logs: Sequence[fio.HistLog]) -> list[fio.HistLog]:
+    """Each job's histogram log with the unlogged tail (json+ bins - logged) appended.
+
+    `logs[i]` is job i's `*_clat_hist.{i+1}.log`, as fio numbers them with per_job_logs.
+    """
+    end_ms = int(doc.get("timestamp_ms", 0))
+    out = []
+    for job, log in zip(doc["jobs"], logs, strict=False):
+        rows_t, rows_d, rows_c = [log.time_ms], [log.ddir], [log.counts]
+        for ddir, op in enumerate(fio.OPS):
+            total = histogram.coarsen(fio.json_clat_bins({"jobs": [job]}, op), log.coarseness)
+            rest = total - log.counts[log.ddir == ddir].sum(axis=0)
+            if rest.any():
+                rows_t.append(np.array([max(end_ms, *log.time_ms[-1:])], np.int64))
+                rows_d.append(np.array([ddir], np.int64))
+                rows_c.append(np.clip(rest, 0, None)[None, :])
+        out.append(
+            fio.HistLog.from_counts(
+                np.concatenate(rows_t),
+                np.concatenate(rows_d),
+                np.zeros(sum(len(t) for t in rows_t), np.int64),
+                np.concatenate(rows_c),
+                log.coarseness,
+            )
+        )
+    return out
+
+
 def _percentiles(counts: np.ndarray, coarseness: int) -> dict[str, float]:
     if not counts.any():
         return {}
@@ -84,7 +117,8 @@ def ingest_iteration(
             op.io_bytes += row["io_bytes"]
         iops_logs[node] = [fio.read_log(p) for p in _logs(node_dir, "iops")]
         bw_logs[node] = [fio.read_log(p) for p in _logs(node_dir, "bw")]
-        hist_logs[node] = [fio.read_hist_log(p) for p in _logs(node_dir, "clat_hist")]
+        logged = [fio.read_hist_log(p) for p in _logs(node_dir, "clat_hist")]
+        hist_logs[node] = complete_hist_logs(fio.read_json(out), logged)
 
     const = {"run": run, "test": test, "bs": tags["bs"], "qd": tags["qd"]}
     if any(iops_logs.values()):

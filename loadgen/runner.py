@@ -373,10 +373,8 @@ class Runner:
         if self.keep_files:
             return
         for name, conn in self.conns.items():
-            left = self.rundir.state.node(name)
             with contextlib.suppress(SshError, OSError):
-                await fionode.remove(conn, left.files, [*left.dirs, left.workdir])
-                left.files, left.dirs = [], []
+                await fionode.remove_leftovers(conn, self.rundir.state.node(name))
 
 
 # --- the view ---------------------------------------------------------------------------
