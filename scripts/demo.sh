@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: a private InfluxDB under ./.wally, a sample written
-# through the writer and read back.
+# The main job on the embedded default: a private InfluxDB under ./.wally, the collector on
+# the local node, and a short fio plan (examples/local.yaml) run for real on a file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-collector db start
-collector db check
-collector db status
+PY=${PYTHON:-python3}
+$PY -m collector db start
+$PY -m loadgen plan examples/local.yaml
+$PY -m loadgen run examples/local.yaml --runs-dir runs
 echo
+$PY -m collector db status
 echo "The embedded InfluxDB keeps running for analysis and dashboards; stop it with: collector db stop"
