@@ -91,6 +91,9 @@ def test_parse_only_catches_a_bad_file(tmp_path):
 
 def test_golden_job_file():
     assert golden_job() == GOLDEN.read_text()
+    # docs/fio-tasks.md shows it as the example: keep them in step.
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "fio-tasks.md").read_text()
+    assert f"```ini\n{GOLDEN.read_text().rstrip()}\n```" in docs
 
 
 @pytest.mark.parametrize("profile", builtin_profiles())

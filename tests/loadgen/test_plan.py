@@ -26,6 +26,7 @@ from loadgen.plan import (
     PlanError,
     builtin_profiles,
     compile_plan,
+    format_duration,
     format_size,
     load_profile,
     parse_size,
@@ -405,3 +406,18 @@ def test_plan_command_reports_bad_input_and_exits_2(tmp_path):
     r = CliRunner().invoke(main, ["plan", str(path)])
     assert r.exit_code == 2
     assert f"{path}:{line_of(path, 'bs: 4q')}: plan.suites[0].bs" in r.output
+
+
+def test_docs_profile_table_matches_the_profiles(tmp_path):
+    """docs/fio-tasks.md lists every built-in profile with its real count and duration."""
+    doc = (ROOT / "docs" / "fio-tasks.md").read_text()
+    rows = {
+        m[1]: (int(m[2]), m[3])
+        for m in re.finditer(r"^\| `(\w+)` \|[^|]*\| (\d+) \| (\w+) \|$", doc, re.MULTILINE)
+    }
+    assert set(rows) == set(builtin_profiles())
+    for name, (count, duration) in rows.items():
+        plan = compiled(
+            tmp_path, f"plan: {{suites: [{{profile: {name}, target: /t/f, size: 1g}}]}}\n"
+        )
+        assert (len(plan), format_duration(plan.total_duration)) == (count, duration), name
