@@ -29,7 +29,7 @@ def main(verbose: int) -> None:
 
 
 @main.command("plan")
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the iterations as one JSON document.")
 @click.option(
     "--jobs",
@@ -42,8 +42,8 @@ def main(verbose: int) -> None:
     type=click.IntRange(min=1),
     help="Derive the QD sweep of profiles that allow it (ceph) from this many OSDs.",
 )
-def plan_cmd(config: Path, as_json: bool, jobs_dir: Path | None, osd_count: int | None) -> None:
-    """Compile the lab config's test plan and show what would run; nothing runs.
+def plan_cmd(plan: Path, as_json: bool, jobs_dir: Path | None, osd_count: int | None) -> None:
+    """Compile the test plan of the lab config PLAN and show what would run; nothing runs.
 
     One line per iteration (fio run on all its nodes at once): name, nodes, fio
     parameters and the expected duration, with the total for the ETA.
@@ -53,7 +53,7 @@ def plan_cmd(config: Path, as_json: bool, jobs_dir: Path | None, osd_count: int 
       loadgen plan examples/local.yaml --jobs /tmp/wally-jobs
       loadgen plan lab.yaml --json | jq -r '.iterations[].name'
     """
-    compiled = compile_plan(load_inventory(config), osd_count=osd_count)
+    compiled = compile_plan(load_inventory(plan), osd_count=osd_count)
     written: dict[str, dict[str, str]] = {}
     if jobs_dir is not None:
         for job in jobfile.render_all(compiled.iterations, str(jobs_dir.resolve())):

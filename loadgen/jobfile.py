@@ -77,10 +77,7 @@ def fio_argv(job_path: str, json_path: str, fio: str = "fio") -> tuple[str, ...]
 def _target_options(target: Target, rbd_client: str, base_dir: str) -> list[tuple[str, str]]:
     if target.kind == "rbd":
         return [("pool", target.pool), ("rbdname", target.image), ("clientname", rbd_client)]
-    path = PurePosixPath(target.text)
-    if not path.is_absolute():
-        path = PurePosixPath(base_dir) / path
-    return [("filename", check_fio_text(str(path), "target", filename=True))]
+    return [("filename", check_fio_text(target.resolve(base_dir), "target", filename=True))]
 
 
 def render(it: Iteration, node: str, workdir: str, base_dir: str) -> JobFile:

@@ -327,6 +327,11 @@ class Target:
     def for_node(self, node: str) -> Target:
         return parse_target(self.text.replace(NODE_PLACEHOLDER, node))
 
+    def resolve(self, base_dir: str) -> str:
+        """The file or device path on the node: relative file paths live under `base_dir`."""
+        path = PurePosixPath(self.text)
+        return str(path if path.is_absolute() else PurePosixPath(base_dir) / path)
+
     def __str__(self) -> str:
         return self.text
 
