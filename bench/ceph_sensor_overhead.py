@@ -2,7 +2,7 @@
 
 Starts a private 1-OSD lab, then runs fio 4k randwrite QD16 over RBD in alternating
 rounds without and with the sensor polling every admin socket once a second (the same
-`collect_node` the collector uses). Alternating A/B rounds spreads the machine's noise
+`CephDaemonPoller` the collection engine runs, with its long-lived node-side helper). Alternating A/B rounds spreads the machine's noise
 over both sides; the ratio is the median of the per-round with/without ratios (the 2
 shared cores make single rounds swing by tens of percent). Also prints the mean wall time
 of one poll of every socket.
@@ -14,40 +14,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from collector.inventory import Node
-from collector.sensors import ceph
+from collector.pollers import CephDaemonPoller
+from collector.sensors import Context
 from collector.ssh import LocalConnection
 from loadgen import cephlab
 
 
 def fio_iops(lab: cephlab.CephLab, seconds: int) -> float:
-    cmd = [
-        "fio", "--name=bench", "--ioengine=rbd", "--clientname=admin", f"--pool={lab.pool}",
-        f"--rbdname={lab.image}", "--rw=randwrite", "--bs=4k", "--iodepth=16",
-        f"--runtime={seconds}", "--time_based", "--output-format=json",
-    ]  # fmt: skip
-    out = subprocess.run(cmd, env=lab.env(), capture_output=True, text=True, check=True)
-    return float(json.loads(out.stdout)["jobs"][0]["write"]["iops"])
+    return float(cephlab.fio_write(lab, seconds)["iops"])
 
 
 def poll_until(stop: threading.Event, lab: cephlab.CephLab, interval: float, polls: list) -> None:
     async def loop() -> None:
         conn = LocalConnection(Node(name="bench", roles=("ceph-osd",)))
-        state = None
-        while not stop.is_set():
-            t0 = time.perf_counter()
-            col = await ceph.collect_node(conn, {"node": "bench"}, state, str(lab.run_dir))
-            polls.append(time.perf_counter() - t0)
-            state = col.state
-            await asyncio.sleep(interval)
+        poller = CephDaemonPoller(interval, str(lab.run_dir))
+        ctx, state = Context(tags={"node": "bench"}), None
+        try:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                _, state, _ = await poller.poll(conn, ctx, state)
+                polls.append(time.perf_counter() - t0)
+                await asyncio.sleep(interval)
+        finally:
+            await poller.close(state)
 
     asyncio.run(loop())
 

@@ -11,17 +11,23 @@ the device-role hook of `collector.discovery`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from collector.discovery import NodeInfo, register_device_role_provider
-from collector.ssh import NodeConnection, to_shell
+from collector.ssh import CommandError, NodeConnection, to_shell
+
+log = logging.getLogger(__name__)
 
 OSD_ROLE = "ceph-osd"
 MON_ROLE = "ceph-mon"
 DATA_ROLE, DB_ROLE, WAL_ROLE = "osd-data", "osd-db", "osd-wal"
 _MARK = "@@wally-ceph@@ "
+# node name -> extra `ceph` CLI arguments for discovery there (e.g. --conf PATH), from the
+# lab config's `ceph:` section (set by `collector.pollers.ceph_pollers`).
+CLI_ARGS: dict[str, list[str]] = {}
 # section name -> `ceph` subcommand; printed one after another in one shell command
 SECTIONS = {
     "mon_metadata": ("mon", "metadata"),
@@ -237,13 +243,26 @@ async def discover_cluster(
     return cluster
 
 
-async def osd_device_roles(conn: NodeConnection, info: NodeInfo) -> dict[str, str]:
-    """Device-role provider for `ceph-osd` nodes: this host's OSD data/DB/WAL devices.
+async def ceph_node_facts(conn: NodeConnection, info: NodeInfo) -> dict[str, str]:
+    """Discovery hook for Ceph nodes: this host's OSD data/DB/WAL devices, and the cluster
+    summary (OSD count, objectstores, pool size/pg_num, OSD settings) in `info.facts`.
 
-    Uses the node's own `ceph` CLI (admin key on OSD hosts is the common layout).
+    Uses the node's own `ceph` CLI (admin key on Ceph hosts is the common layout) with the
+    node's CLI_ARGS. A node where the CLI fails is still discovered: the error is kept in
+    its facts and logged, and its devices keep their configured roles.
     """
-    cluster = await discover_cluster(conn)
+    if "ceph" in info.facts:  # a node with both roles is asked once
+        return {}
+    try:
+        cluster = await discover_cluster(conn, CLI_ARGS.get(conn.node.name, ()))
+    except (CephDiscoveryError, CommandError) as exc:
+        log.warning("%s: Ceph discovery failed: %s", conn.node.name, exc)
+        info.facts["ceph"] = {"error": str(exc)}
+        return {}
+    host_osds = [o.id for o in cluster.osds if o.host == info.hostname]
+    info.facts["ceph"] = {**cluster.summary(), "host_osds": host_osds}
     return cluster.device_roles(info.hostname)
 
 
-register_device_role_provider(OSD_ROLE, osd_device_roles)
+for _role in (OSD_ROLE, MON_ROLE):
+    register_device_role_provider(_role, ceph_node_facts)

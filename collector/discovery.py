@@ -102,6 +102,8 @@ class NodeInfo:
     swap: int = 0
     devices: list[BlockDevice] = field(default_factory=list)
     nics: list[Nic] = field(default_factory=list)
+    # what role providers learned from the node's software, e.g. {"ceph": {"osds": 2, ...}}
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def device_roles(self) -> dict[str, str]:
         """device name -> device role, for tagging diskio/net points."""

@@ -3,8 +3,10 @@
 Each node gets one task. It connects, checks the clock skew, discovers the node once (device
 roles for the tags), starts the node-side reader over one channel and turns its frames into
 points. When the stream breaks (sshd killed, network cut, reader died) the task records the
-gap, reconnects with exponential backoff and resumes; other nodes are not disturbed. The same
-engine serves `collector run` and `loadgen run`.
+gap, reconnects with exponential backoff and resumes; other nodes are not disturbed. Polled
+sensors (Ceph admin sockets, RabbitMQ API: `collector.pollers`) run as one more task per
+node and poller over the node's current connection. The same engine serves `collector run`
+and `loadgen run`.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from collector import schema
 from collector.discovery import NodeInfo, discover
 from collector.inventory import Inventory, Node
 from collector.lineproto import Point
+from collector.pollers import Poller, PollError, pollers_for, split_sensors
 from collector.sensors import Context, procstat_for_roles
 from collector.sensors.reader import (
     Enabled,
@@ -94,13 +97,17 @@ class Collector:
         roots: Mapping[str, str] | None = None,
         python: str = "python3",
         nodes: Iterable[Node] | None = None,
+        pollers: Sequence[Poller] | None = None,
     ) -> None:
         self.inventory = inventory
         self.sink = sink
         self.tick = tick
         self.roots = roots
         self.python = python
-        self.enabled: list[Enabled] = enable(sensors, tick)
+        node_sensors, intervals = split_sensors(sensors)
+        self.enabled: list[Enabled] = enable(node_sensors, tick)
+        # Default: what the config asks for (`sensors:`, `ceph:`, `rabbitmq:` sections).
+        self.pollers = list(pollers) if pollers is not None else pollers_for(inventory, intervals)
         chosen = list(nodes) if nodes is not None else list(inventory)
         self.status: dict[str, NodeStatus] = {n.name: NodeStatus(n) for n in chosen}
         self._stop = asyncio.Event()
@@ -145,6 +152,12 @@ class Collector:
     async def run(self, duration: float | None = None) -> None:
         """Collect until `stop()` or `duration` seconds; always cleans up on the nodes."""
         self._tasks = [asyncio.create_task(self._node_loop(st)) for st in self.status.values()]
+        self._tasks += [
+            asyncio.create_task(self._poll_loop(st, p))
+            for st in self.status.values()
+            for p in self.pollers
+            if p.applies_to(st.node)
+        ]
         try:
             if duration is None:
                 await self._stop.wait()
@@ -240,6 +253,33 @@ class Collector:
                 st.points += len(points)
                 st.last_sample_ns = frame.time_ns
                 self.sink(points)
+
+    async def _poll_loop(self, st: NodeStatus, poller: Poller) -> None:
+        """Poll at the poller's interval while the node's stream is up; errors are counted,
+        logged when they change, and never stop the node or the other pollers."""
+        state, last = None, ""
+        due = time.monotonic()
+        try:
+            while True:
+                conn = st.conn
+                if st.connected and conn is not None and not conn.closed:
+                    try:
+                        points, state, errors = await poller.poll(conn, self.context(st), state)
+                    except (PollError, SshError, OSError) as e:
+                        points, errors = [], [str(e)]
+                    if points:
+                        st.points += len(points)
+                        self.sink(points)
+                    for err in errors:
+                        st.errors += 1
+                        st.last_error = err
+                        if err != last:
+                            log.warning("%s: %s: %s", st.node.name, poller.name, err)
+                    last = errors[-1] if errors else ""
+                due = max(due + poller.interval, time.monotonic())
+                await asyncio.sleep(due - time.monotonic())
+        finally:
+            await poller.close(state)
 
     def _connected(self, st: NodeStatus) -> None:
         """The reader said hello: if this ends a gap, make the gap visible in the data."""

@@ -509,6 +509,23 @@ def down(lab: CephLab | Path) -> None:
         shutil.rmtree(lab.cluster_dir)
 
 
+def fio_write(lab: CephLab, seconds: int, iodepth: int = 16, timeout: float = 120.0) -> dict:
+    """4k random writes to the lab's image with fio's rbd engine; fio's JSON `write` section.
+
+    The ground truth the Ceph sensor tests and benchmarks compare against.
+    """
+    cmd = [
+        "fio", "--name=w", "--ioengine=rbd", "--clientname=admin", f"--pool={lab.pool}",
+        f"--rbdname={lab.image}", "--rw=randwrite", "--bs=4k", f"--iodepth={iodepth}",
+        f"--runtime={seconds}", "--time_based", "--output-format=json",
+    ]  # fmt: skip
+    out = _run(cmd, timeout=timeout, env=lab.env())
+    try:
+        return json.loads(out)["jobs"][0]["write"]
+    except (json.JSONDecodeError, KeyError, IndexError) as exc:
+        raise CephLabError(f"fio printed no usable JSON ({exc!r}): {out[:300]!r}") from exc
+
+
 def load(cluster_dir: Path) -> CephLab:
     """The lab recorded in `cluster_dir/lab.json` (written by `up`)."""
     state = Path(cluster_dir).absolute() / STATE_FILE

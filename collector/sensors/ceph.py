@@ -61,8 +61,10 @@ _MSG_NAME_RE = re.compile(r"^([a-z_]+)\(")
 
 # Runs on the node with the system python3 (every Ceph node has it: the `ceph` CLI is
 # Python). Speaks the admin socket protocol: JSON command + NUL, reply = be32 length +
-# payload. Prints one JSON document: node time and, per socket, each command's decoded
-# reply or the error that stopped it.
+# payload. For every line read on stdin it prints one JSON line: node time and, per socket,
+# each command's decoded reply or the error that stopped it. A one-shot poll feeds it one
+# line; the engine's poller keeps it running and asks once per interval (no process start
+# per sample on the node).
 NODE_SCRIPT = r"""
 import json, os, socket, struct, sys, time
 d, wanted, timeout = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3])
@@ -84,25 +86,29 @@ def ask(path, prefix):
         return json.loads(recv(s, n).decode("utf-8", "replace"))
     finally:
         s.close()
-out = {"time_ns": time.time_ns(), "sockets": {}}
-try:
-    names = sorted(os.listdir(d))
-except OSError as e:
-    names, out["error"] = [], "cannot list %s: %s" % (d, e)
-for f in names:
-    if not f.endswith(".asok") or "-" not in f:
-        continue
-    kind = f.split("-", 1)[1].split(".", 1)[0]
-    res = {}
-    for prefix in wanted.get(kind, []):
-        try:
-            res[prefix] = {"ok": ask(os.path.join(d, f), prefix)}
-        except (OSError, ValueError) as e:
-            res[prefix] = {"error": "%s: %s" % (type(e).__name__, e)}
-            break
-    if res:
-        out["sockets"][f] = res
-print(json.dumps(out))
+def poll():
+    out = {"time_ns": time.time_ns(), "sockets": {}}
+    try:
+        names = sorted(os.listdir(d))
+    except OSError as e:
+        names, out["error"] = [], "cannot list %s: %s" % (d, e)
+    for f in names:
+        if not f.endswith(".asok") or "-" not in f:
+            continue
+        kind = f.split("-", 1)[1].split(".", 1)[0]
+        res = {}
+        for prefix in wanted.get(kind, []):
+            try:
+                res[prefix] = {"ok": ask(os.path.join(d, f), prefix)}
+            except (OSError, ValueError) as e:
+                res[prefix] = {"error": "%s: %s" % (type(e).__name__, e)}
+                break
+        if res:
+            out["sockets"][f] = res
+    return out
+for _ in sys.stdin:
+    sys.stdout.write(json.dumps(poll()) + "\n")
+    sys.stdout.flush()
 """
 
 
@@ -478,7 +484,7 @@ async def collect_node(
     timeout: float = 30.0,
 ) -> Collection:
     """Poll every Ceph admin socket under `socket_dir` on the node, in one command."""
-    res = await conn.run(node_command(socket_dir, commands), timeout=timeout)
+    res = await conn.run(node_command(socket_dir, commands), input="\n", timeout=timeout)
     if res.rc != 0:
         raise RuntimeError(
             f"{conn.node.name}: ceph admin socket poll exited {res.rc}: {res.err.strip()[-500:]}"

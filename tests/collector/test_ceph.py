@@ -78,7 +78,16 @@ def test_discover_the_lab(ceph_lab: cephlab.CephLab, monkeypatch: pytest.MonkeyP
     roles = cluster.device_roles(host)
     assert set(roles.values()) == {ceph.DATA_ROLE} and roles
 
-    # The device-role hook of collector.discovery uses the node's default ceph config.
-    monkeypatch.setenv("CEPH_CONF", str(ceph_lab.conf))
+    # The discovery hook: device roles, and the cluster summary in the node's facts.
+    monkeypatch.setitem(ceph.CLI_ARGS, "local", ["--conf", str(ceph_lab.conf)])
     info = NodeInfo(node="local", roles=[ceph.OSD_ROLE], hostname=host)
-    assert asyncio.run(ceph.osd_device_roles(conn, info)) == roles
+    assert asyncio.run(ceph.ceph_node_facts(conn, info)) == roles
+    facts = info.facts["ceph"]
+    assert facts["osds"] == len(ceph_lab.osd_ids) and facts["host_osds"] == ceph_lab.osd_ids
+    pg_num = ceph_lab.ceph_json("osd", "pool", "get", ceph_lab.pool, "pg_num")["pg_num"]
+    assert facts["pools"][ceph_lab.pool] == {"size": 1, "pg_num": pg_num}
+    # Without the conf the CLI cannot reach the cluster: the node is still discovered.
+    monkeypatch.setitem(ceph.CLI_ARGS, "local", ["--conf", "/nonexistent/ceph.conf"])
+    bare = NodeInfo(node="local", roles=[ceph.OSD_ROLE], hostname=host)
+    assert asyncio.run(ceph.ceph_node_facts(conn, bare)) == {}
+    assert "exited" in bare.facts["ceph"]["error"]

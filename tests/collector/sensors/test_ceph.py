@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -131,18 +130,6 @@ def _op_w(col: ceph.Collection) -> dict[str, float]:
     }
 
 
-def _fio_randwrite(lab: cephlab.CephLab, seconds: int) -> dict:
-    cmd = [
-        "fio", "--name=w", "--ioengine=rbd", "--clientname=admin", f"--pool={lab.pool}",
-        f"--rbdname={lab.image}", "--rw=randwrite", "--bs=4k", "--iodepth=16",
-        f"--runtime={seconds}", "--time_based", "--output-format=json",
-    ]  # fmt: skip
-    out = subprocess.run(
-        cmd, env=lab.env(), capture_output=True, text=True, timeout=120, check=True
-    )
-    return json.loads(out.stdout)["jobs"][0]["write"]
-
-
 def test_op_w_advances_by_what_fio_wrote(ceph_lab: cephlab.CephLab) -> None:
     run_dir = str(ceph_lab.run_dir)
 
@@ -152,7 +139,7 @@ def test_op_w_advances_by_what_fio_wrote(ceph_lab: cephlab.CephLab) -> None:
     before = asyncio.run(poll(None))
     assert before.errors == {} and before.gone == []
     assert {p.tags["id"] for p in before.points if p.tags.get("type") == "monitor"} == {"a"}
-    fio = _fio_randwrite(ceph_lab, 3)
+    fio = cephlab.fio_write(ceph_lab, 3)
     after = asyncio.run(poll(before.state))
     delta = sum(after_w - _op_w(before)[i] for i, after_w in _op_w(after).items())
     assert fio["total_ios"] > 1000
