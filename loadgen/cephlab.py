@@ -566,7 +566,12 @@ def status(lab: CephLab) -> dict:
 
 @click.group("ceph-lab")
 def cephlab_cli() -> None:
-    """Start, inspect and stop a single-node Ceph cluster under one directory."""
+    """Start, inspect and stop a single-node Ceph cluster under one directory.
+
+    \b
+    Example:
+      loadgen ceph-lab up --dir /tmp/lab && loadgen ceph-lab status --dir /tmp/lab --json
+    """
 
 
 _DIR_OPT = click.option(
@@ -585,7 +590,12 @@ _DIR_OPT = click.option(
 @click.option("--pool", default=DEFAULT_POOL, show_default=True)
 @click.option("--image", default=DEFAULT_IMAGE, show_default=True)
 def _up_cmd(cluster_dir: Path, osds: int, pool: str, image: str) -> None:
-    """Bootstrap the lab and wait for HEALTH_OK with all PGs active+clean."""
+    """Bootstrap the lab and wait for HEALTH_OK with all PGs active+clean.
+
+    \b
+    Example:
+      loadgen ceph-lab up --dir /tmp/lab --osds 2
+    """
     t0 = time.monotonic()
     try:
         lab = up(cluster_dir, n_osds=osds, pool=pool, image=image)
@@ -601,7 +611,12 @@ def _up_cmd(cluster_dir: Path, osds: int, pool: str, image: str) -> None:
 @cephlab_cli.command("down")
 @_DIR_OPT
 def _down_cmd(cluster_dir: Path) -> None:
-    """Stop the lab's daemons by PID (OSDs first) and remove its directory."""
+    """Stop the lab's daemons by PID (OSDs first) and remove its directory.
+
+    \b
+    Example:
+      loadgen ceph-lab down --dir /tmp/lab
+    """
     try:
         down(load(cluster_dir))
     except CephLabError as exc:
@@ -613,7 +628,12 @@ def _down_cmd(cluster_dir: Path) -> None:
 @_DIR_OPT
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def _status_cmd(cluster_dir: Path, as_json: bool) -> None:
-    """Show which daemons run and the cluster's health."""
+    """Show which daemons run and the cluster's health.
+
+    \b
+    Example:
+      loadgen ceph-lab status --dir /tmp/lab --json
+    """
     try:
         st = status(load(cluster_dir))
     except CephLabError as exc:
