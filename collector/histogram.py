@@ -210,3 +210,39 @@ def log2_buckets(
     starts = np.flatnonzero(np.r_[True, np.diff(k) != 0])
     out[..., k[starts]] = np.add.reduceat(c, starts, axis=-1)
     return (np.int64(1) << np.arange(nk, dtype=np.int64)), out
+
+
+def sparse_encode(counts: np.ndarray) -> list[str]:
+    """Each histogram row as 'index:count' pairs of its non-empty bins, joined by ','.
+
+    The text form of `fio_hist_fine`: one string field per point keeps fio's fine bins
+    without a series per bin.
+    """
+    c = np.asarray(counts)
+    rows = c.reshape(-1, c.shape[-1])
+    row, col = np.nonzero(rows)
+    text = np.char.add(np.char.add(col.astype(str), ":"), rows[row, col].astype(str))
+    ends = np.searchsorted(row, np.arange(len(rows)), side="right")
+    starts = np.r_[0, ends[:-1]]
+    return [",".join(text[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
+def sparse_decode(texts: Sequence[str], nbins: int) -> np.ndarray:
+    """Dense (len(texts), nbins) counts from sparse_encode's strings; bad text is an error."""
+    out = np.zeros((len(texts), nbins), dtype=np.int64)
+    for i, text in enumerate(texts):
+        if not text:
+            continue
+        try:
+            pairs = np.array([p.split(":") for p in text.split(",")], dtype=np.int64)
+        except ValueError:
+            raise ValueError(
+                f"histogram text {text[:60]!r} is not 'index:count' pairs joined by ','"
+            ) from None
+        if pairs.ndim != 2 or pairs.shape[1] != 2:
+            raise ValueError(f"histogram text {text[:60]!r} is not 'index:count' pairs")
+        idx, cnt = pairs[:, 0], pairs[:, 1]
+        if (idx < 0).any() or (idx >= nbins).any() or (cnt < 0).any():
+            raise ValueError(f"histogram text {text[:60]!r} has a bin outside 0..{nbins - 1}")
+        np.add.at(out[i], idx, cnt)
+    return out

@@ -288,7 +288,7 @@ def _format_column(
         return np.where(values.astype(bool), "true", "false").tolist(), present, ""
     return [
         escape_string_field(str(v), what) if p else "" for v, p in zip(values, present, strict=True)
-    ], present
+    ], present, ""
 
 
 def _infer_type(col: pd.Series) -> type:

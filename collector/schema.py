@@ -619,6 +619,19 @@ FIO_HIST = register(
     source="wally",
 )
 
+FIO_HIST_FINE = register(
+    "fio_hist_fine",
+    ("run", "test", "node", "op"),
+    [
+        ("bins", str, "", G, "non-empty bins as 'index:count' pairs joined by ','"),
+        ("coarseness", int, "", INFO, "fio log_hist_coarseness: 1856 >> it bins"),
+        ("count", int, "ios", G, "completions in the interval"),
+    ],
+    "Per second completion latency histogram in fio's own bins, sparse: summed over nodes "
+    "and seconds it gives percentiles equal to fio's JSON (fio_hist is too coarse).",
+    source="wally",
+)
+
 FIO_SUMMARY = register(
     "fio_summary",
     ("run", "test", "node", "op", "bs", "qd"),
@@ -660,5 +673,17 @@ RPC = register(
         ("lat_stddev", float, "ms", G, "population standard deviation, as ombt computes it"),
     ],
     "Per second (and, with test=…/summary, per iteration) RPC agent results.",
+    source="wally",
+)
+
+RPC_HIST = register(
+    "rpc_hist",
+    ("run", "test", "node", "side", "call_type", "le"),
+    [
+        ("count", int, "messages", G),
+        ("lower", float, "ms", INFO, "the bucket's lower bound (tag le: its upper bound, ms)"),
+    ],
+    "Per iteration latency distribution of all agents of a side in ombt's buckets (power "
+    "of ten x leading digit), from the merged HDR histogram or a legacy ombt campaign.",
     source="wally",
 )

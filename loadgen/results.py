@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from collector import fio, histogram
+from collector import fio, histogram, schema
 from collector.writer import InfluxWriter
 
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
@@ -80,6 +81,22 @@ def complete_hist_logs(doc: dict, logs: Sequence[fio.HistLog]) -> list[fio.HistL
     return out
 
 
+def fine_frame(seconds: fio.SecondHistograms) -> pd.DataFrame:
+    """`fio_hist_fine` rows: each second's histogram in fio's own bins, sparse text."""
+    total = seconds.counts.sum(axis=1)
+    keep = total > 0
+    return pd.DataFrame(
+        {
+            "time": seconds.time_ns[keep],
+            "node": seconds.node[keep],
+            "op": seconds.op[keep],
+            "bins": histogram.sparse_encode(seconds.counts[keep]),
+            "coarseness": seconds.coarseness,
+            "count": total[keep],
+        }
+    )
+
+
 def _percentiles(counts: np.ndarray, coarseness: int) -> dict[str, float]:
     if not counts.any():
         return {}
@@ -135,6 +152,14 @@ def ingest_iteration(
         hist = fio.hist_frame(seconds)
         writer.write_frame(
             hist, "fio_hist", ["node", "op", "le"], ["count"], "time", {"run": run, "test": test}
+        )
+        writer.write_frame(
+            fine_frame(seconds),
+            schema.FIO_HIST_FINE.name,
+            ["node", "op"],
+            None,
+            "time",
+            {"run": run, "test": test},
         )
         totals = seconds.totals()
         for op_name, op in ops.items():

@@ -1,0 +1,131 @@
+"""Which tests a run has and the time window each one's numbers are taken from.
+
+Every later job selects sensor data by these windows (never by a run tag), so data from
+Telegraf agents is analysed the same way as data from our own sensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from collector import schema
+from collector.influx import InfluxClient, quote_ident
+
+NS = 1_000_000_000
+
+
+class AnalysisError(ValueError):
+    """Input the analysis cannot work with; the message names what and what was expected."""
+
+
+class RunNotFound(AnalysisError):
+    pass
+
+
+@dataclass(frozen=True)
+class TestWindow:
+    """One test iteration: its nodes, parameters and the reliable window [start, end)."""
+
+    run: str
+    test: str
+    kind: str
+    status: str
+    iteration: int
+    nodes: tuple[str, ...]
+    params: dict = field(hash=False)
+    ramp_s: float
+    first_start_ns: int
+    last_end_ns: int
+    start_ns: int  # latest node start + ramp
+    end_ns: int  # earliest node stop
+
+    @property
+    def duration_s(self) -> float:
+        return max(self.end_ns - self.start_ns, 0) / NS
+
+    @property
+    def qd(self) -> int | None:
+        qd = self.params.get("iodepth")
+        return None if qd is None else int(qd) * int(self.params.get("numjobs", 1) or 1)
+
+    @property
+    def rw(self) -> str:
+        return str(self.params.get("rw", ""))
+
+    @property
+    def bs(self) -> str:
+        return str(self.params.get("bs", ""))
+
+
+def reliable_window(starts_ns: list[int], ends_ns: list[int], ramp_s: float) -> tuple[int, int]:
+    """From the latest node's start plus ramp to the earliest node's stop.
+
+    Only there did every node run its load past warm-up; an empty window (end <= start)
+    is returned as is and flagged by the caller.
+    """
+    return max(starts_ns) + int(ramp_s * NS), min(ends_ns)
+
+
+def runs(client: InfluxClient) -> list[str]:
+    """Run ids known to the database (from the tag index)."""
+    return client.tag_values(schema.WALLY_TEST.name, "run")
+
+
+def load_tests(client: InfluxClient, run: str) -> list[TestWindow]:
+    """Every test of a run in execution order; a run id with no records is an error."""
+    m = schema.WALLY_TEST.name
+    df = client.query_df(
+        f'SELECT "start", "end", "iteration", "params", "ramp" FROM {quote_ident(m)} '
+        f'WHERE "run" = $run GROUP BY "test", "node", "kind", "status"',
+        {"run": run},
+    )
+    if df.empty:
+        known = runs(client)
+        hint = f"; known runs: {', '.join(known[-10:])}" if known else "; the database has no runs"
+        raise RunNotFound(f"run {run!r} not found in database {client.database!r}{hint}")
+    out = []
+    for test, g in df.groupby("test", sort=False):
+        g = g.sort_values("time").drop_duplicates("node", keep="last")
+        ramp = float(g["ramp"].fillna(0).max())
+        start, end = reliable_window([int(v) for v in g["start"]], [int(v) for v in g["end"]], ramp)
+        out.append(
+            TestWindow(
+                run=run,
+                test=str(test),
+                kind=str(g["kind"].iloc[0]),
+                status=",".join(sorted(set(g["status"]))),
+                iteration=int(g["iteration"].iloc[0]),
+                nodes=tuple(sorted(g["node"])),
+                params=json.loads(g["params"].iloc[0] or "{}"),
+                ramp_s=ramp,
+                first_start_ns=int(g["start"].min()),
+                last_end_ns=int(g["end"].max()),
+                start_ns=start,
+                end_ns=end,
+            )
+        )
+    return sorted(out, key=lambda t: (t.iteration, t.test))
+
+
+def windows_frame(tests: list[TestWindow]) -> pd.DataFrame:
+    """The tests as a table (for reports and --json)."""
+    return pd.DataFrame(
+        [
+            {
+                "test": t.test,
+                "kind": t.kind,
+                "status": t.status,
+                "nodes": len(t.nodes),
+                "rw": t.rw,
+                "bs": t.bs,
+                "qd": t.qd,
+                "start_ns": t.start_ns,
+                "end_ns": t.end_ns,
+                "duration_s": t.duration_s,
+            }
+            for t in tests
+        ]
+    )
