@@ -267,6 +267,9 @@ class Collector:
                         points, state, errors = await poller.poll(conn, self.context(st), state)
                     except (PollError, SshError, OSError) as e:
                         points, errors = [], [str(e)]
+                    except Exception as e:  # a poller bug must not silently stop its polling
+                        log.exception("%s: %s poller failed", st.node.name, poller.name)
+                        points, errors = [], [f"{poller.name} poller failed: {e!r}"]
                     if points:
                         st.points += len(points)
                         self.sink(points)

@@ -99,6 +99,11 @@ class NodeHelper:
         self._proc: NodeProcess | None = None
         self._buf = b""
 
+    @property
+    def pid(self) -> int | None:
+        """The node-side program's PID while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
     async def ask(self, conn: NodeConnection, timeout: float) -> Any:
         if self._proc is not None and self._proc.conn is not conn:
             await self.close()
@@ -145,6 +150,13 @@ class NodeHelper:
         if proc is not None:
             with contextlib.suppress(SshError, OSError, TimeoutError):
                 await proc.stop(grace=2.0)
+                # read to EOF so the pipe is closed now, not by the GC after the loop is gone
+                await asyncio.wait_for(self._drain(proc), 2.0)
+
+    @staticmethod
+    async def _drain(proc: NodeProcess) -> None:
+        while await proc.read(_READ_CHUNK):
+            pass
 
 
 async def _close_helper(state: Any) -> None:
@@ -292,15 +304,15 @@ def rabbitmq_points(doc: Mapping[str, Any], api: str, tags: Mapping[str, str]) -
     """One poll's documents -> `rabbitmq_overview`, `rabbitmq_node`, `rabbitmq_queue`."""
     if "error" in doc:
         raise PollError(api_error(api, doc["error"]))
-    t = int(doc["time_ns"])
     try:
+        t = int(doc["time_ns"])
         return [
             rabbitmq_sensor.parse_overview(doc["overview"], api, tags, t),
             *rabbitmq_sensor.parse_nodes(doc["nodes"], api, tags, t, doc["memory"]),
             *rabbitmq_sensor.parse_queues(doc["queues"], api, tags, t),
         ]
-    except (KeyError, ValueError) as exc:
-        raise PollError(f"RabbitMQ management API {api}: unexpected answer: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PollError(f"RabbitMQ management API {api}: unexpected answer: {exc!r}") from None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import time
+from pathlib import Path
 
 import amqp
 import pytest
@@ -17,11 +18,11 @@ from collector.sensors import Context
 from collector.ssh import LocalConnection
 from collector.writer import InfluxWriter
 from loadgen import cephlab
-from loadgen.rpc.broker import LocalBroker
+from loadgen.rpc.broker import LocalBroker, free_port
 from tests.fixtures.rabbitmq import management_get, wait_for
 
 # The reader keeps one cheap node sensor; the pollers are what is tested here.
-SENSORS = {"mem": 1, "ceph": 1, "ceph_cluster": 1, "rabbitmq": 1}
+SENSORS = {"mem": 1, "ceph": 1, "ceph_cluster": 2, "rabbitmq": 1}
 
 
 def _ceph_config(lab: cephlab.CephLab) -> dict:
@@ -176,18 +177,39 @@ def test_rabbitmq_overview_agrees_with_the_broker(rabbitmq, influx, tmp_path, mo
     assert influx.tag_values("rabbitmq_node", "rabbit_node") == [rabbitmq.nodename]
 
 
-def test_rabbitmq_wrong_password_is_a_clear_error(rabbitmq) -> None:
-    poller = pollers.RabbitMQPoller(url=rabbitmq.api, user=rabbitmq.user, password="wrong")
-    conn = LocalConnection(Node(name="bus", roles=("rabbitmq",)))
+def test_rabbitmq_poller_errors_and_reconnect(rabbitmq) -> None:
+    ctx = Context(tags={"node": "bus"})
 
-    async def go():
+    def conn() -> LocalConnection:
+        return LocalConnection(Node(name="bus", roles=("rabbitmq",)))
+
+    async def poll_once(poller: pollers.RabbitMQPoller) -> None:
         try:
-            await poller.poll(conn, Context(tags={"node": "bus"}), None)
+            await poller.poll(conn(), ctx, None)
         finally:
             await poller.close(None)
 
+    wrong = pollers.RabbitMQPoller(url=rabbitmq.api, user=rabbitmq.user, password="wrong")
     with pytest.raises(pollers.PollError, match="login failed"):
-        asyncio.run(go())
+        asyncio.run(poll_once(wrong))
+    closed = pollers.RabbitMQPoller(url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(pollers.PollError, match="does not answer"):
+        asyncio.run(poll_once(closed))
+
+    # A new connection (the engine reconnected) gets a new helper; the old one is stopped.
+    good = pollers.RabbitMQPoller(url=rabbitmq.api, user=rabbitmq.user, password=rabbitmq.password)
+
+    async def reconnect() -> tuple[int | None, int | None, bool]:
+        first, state, _ = await good.poll(conn(), ctx, None)
+        old_pid = state.pid
+        second, state, _ = await good.poll(conn(), ctx, state)
+        new_pid = state.pid
+        await good.close(state)
+        return old_pid, new_pid, len(first) == len(second) > 0
+
+    old_pid, new_pid, same = asyncio.run(reconnect())
+    assert old_pid != new_pid and same
+    assert not Path(f"/proc/{old_pid}").exists() and not Path(f"/proc/{new_pid}").exists()
 
 
 def test_config_errors_name_the_key(monkeypatch, tmp_path) -> None:
