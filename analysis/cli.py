@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import click
+import json
+import math
+import sys
+from pathlib import Path
 
-from collector.clicommon import WallyGroup, setup_logging, verbose_option
+import click
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from analysis import bottlenecks, config, ratios, rpc, summary
+from analysis.windows import load_tests
+from collector.clicommon import WallyGroup, db_options, setup_logging, verbose_option
 
 
 @click.group(cls=WallyGroup)
@@ -14,6 +24,240 @@ def main(verbose: int) -> None:
 
     \b
     Example:
-      analysis report RUN_ID --out report.html
+      analysis summary RUN_ID
     """
     setup_logging(verbose)
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Lab config: its `analysis:` section (ratios, thresholds) and `influx:` section.",
+)
+output_options = [
+    click.option("--json", "fmt", flag_value="json", help="Print JSON instead of tables."),
+    click.option("--csv", "fmt", flag_value="csv", help="Print CSV instead of tables."),
+]
+
+
+def _outputs(f):
+    for opt in reversed(output_options):
+        f = opt(f)
+    return f
+
+
+def _cell(v: object) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v)
+
+
+def emit(tables: dict[str, pd.DataFrame], fmt: str | None) -> None:
+    """Tables as rich tables, one JSON object of record lists, or CSV sections."""
+    if fmt == "json":
+        doc = {k: json.loads(v.to_json(orient="records")) for k, v in tables.items()}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    if fmt == "csv":
+        for i, (name, df) in enumerate(tables.items()):
+            if len(tables) > 1:
+                click.echo(("\n" if i else "") + f"# {name}")
+            df.to_csv(sys.stdout, index=False)
+        return
+    console = Console()
+    for name, df in tables.items():
+        if df.empty:
+            console.print(f"[bold]{name}[/bold]: nothing")
+            continue
+        table = Table(title=name, title_justify="left")
+        for c in df.columns:
+            table.add_column(
+                str(c), justify="right" if pd.api.types.is_numeric_dtype(df[c]) else "left"
+            )
+        for row in df.itertuples(index=False):
+            table.add_row(*(_cell(v) for v in row))
+        console.print(table)
+
+
+def _setup(db, config_path: Path | None):
+    section, influx = config.load(config_path)
+    return section, db.client(influx)
+
+
+@main.command("summary")
+@click.argument("run")
+@config_option
+@db_options
+@_outputs
+def summary_cmd(run: str, config_path: Path | None, db, fmt: str | None) -> None:
+    """Per-test IOPS, bandwidth and latency with their statistics, and the storage summary.
+
+    IOPS/bandwidth come from the reliable window (all nodes running, after the ramp) cut
+    where the series becomes steady; latency percentiles from fio's fine histograms.
+
+    \b
+    Example:
+      analysis summary 20260101-120000-ab12 --json
+    """
+    _, client = _setup(db, config_path)
+    frame = summary.numbers_frame(summary.run_numbers(client, run))
+    s = summary.storage_summary(frame)
+    brief = frame
+    if not fmt and not frame.empty:
+        half = (frame["iops_ci_high"] - frame["iops_ci_low"]) / 2
+        lat = {
+            f"{k} ms": frame[f"lat_{k}_ms"] for k in summary.LAT_LEVELS if f"lat_{k}_ms" in frame
+        }
+        brief = pd.DataFrame(
+            {
+                "test": frame["test"],
+                "op": frame["op"],
+                "iops": [
+                    f"{m:,.0f} ±{h:,.0f}" for m, h in zip(frame["iops_mean"], half, strict=True)
+                ],
+                "MiB/s": frame["bw_bytes_mean"] / 2**20,
+                **lat,
+                "cut s": frame["warmup_cut_s"],
+            }
+        )
+    emit(
+        {
+            "tests (IOPS mean ±95% CI)": brief,
+            "best random IOPS by p95 latency class": s.best_iops,
+            "max sequential bandwidth": s.max_bandwidth,
+            "IOPS and latency vs QD": s.vs_qd,
+        },
+        fmt,
+    )
+    if not fmt and not frame.empty:
+        for row in frame[frame["warnings"] != ""].itertuples():
+            click.echo(f"{row.test} {row.op}: {row.warnings}")
+
+
+def _parse_exprs(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for i, item in enumerate(items):
+        name, sep, expr = item.partition("=")
+        if sep and name.strip().isidentifier():
+            out[name.strip()] = expr
+        else:
+            out[f"expr{i + 1}"] = item
+    return out
+
+
+@main.command("ratios")
+@click.argument("run")
+@click.option(
+    "--expr",
+    "exprs",
+    multiple=True,
+    help="NAME=EXPRESSION (or just EXPRESSION) over ROLE.DEVICE_OR_CLASS.FIELD; repeatable. "
+    "Replaces the configured set.",
+)
+@config_option
+@db_options
+@_outputs
+def ratios_cmd(
+    run: str, exprs: tuple[str, ...], config_path: Path | None, db, fmt: str | None
+) -> None:
+    """Resource costs per test: the configured ratio expressions (or --expr) in one table.
+
+    Each cell is the ratio over the test window, with its deviation across time chunks.
+
+    \b
+    Example:
+      analysis ratios RUN_ID --expr "w=testnode.disk.writes / client.write.ios"
+    """
+    section, client = _setup(db, config_path)
+    given = _parse_exprs(exprs)
+    for name, text in given.items():
+        ratios.parse(name, text)
+    table = ratios.ratio_table(
+        client, run, given or section.ratio_exprs(), strict=bool(given), **section.engine_kw()
+    )
+    if fmt or table.empty:
+        emit({"ratios": table}, fmt)
+        return
+    cell = table.apply(
+        lambda r: (
+            (r["skipped"] and "skipped")
+            or (
+                f"{_cell(r['value'])} ±{r['deviation']:.0%}"
+                if math.isfinite(r["deviation"])
+                else _cell(r["value"])
+            )
+        ),
+        axis=1,
+    )
+    wide = table.assign(cell=cell).pivot(index="test", columns="name", values="cell")
+    wide = wide.reindex(
+        index=list(dict.fromkeys(table["test"])), columns=list(dict.fromkeys(table["name"]))
+    )
+    skipped = table[table["skipped"] != ""].drop_duplicates("name")[["name", "skipped"]]
+    emit({"ratios (value ±deviation across chunks)": wide.reset_index(), "skipped": skipped}, fmt)
+
+
+@main.command("bottlenecks")
+@click.argument("run")
+@click.option("--top", default=5, show_default=True, help="Resources shown per test (tables only).")
+@config_option
+@db_options
+@_outputs
+def bottlenecks_cmd(run: str, top: int, config_path: Path | None, db, fmt: str | None) -> None:
+    """Resources ranked by closeness to saturation per test, the first to saturate as QD
+    grows, and the checks (cache hits, data flushed).
+
+    \b
+    Example:
+      analysis bottlenecks RUN_ID --top 3
+    """
+    section, client = _setup(db, config_path)
+    limits = section.limits()
+    tests = load_tests(client, run)
+    table = bottlenecks.run_bottlenecks(client, run, limits, tests)
+    first = bottlenecks.first_saturated(table, tests, limits)
+    checks = bottlenecks.run_checks(client, run, limits, tests)
+    shown = table if fmt or table.empty else table.groupby("test", sort=False).head(top)
+    emit(
+        {"closest to saturation": shown, "first to saturate as QD grows": first, "checks": checks},
+        fmt,
+    )
+
+
+@main.command("rpc")
+@click.argument("run")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for rpc.html, rpc.csv and rpc.json [default: ./rpc-RUN].",
+)
+@click.option(
+    "--bus-role",
+    default=rpc.DEFAULT_BUS_ROLE,
+    show_default=True,
+    help="Node role of the broker nodes (their netstat and net are the bus's).",
+)
+@db_options
+def rpc_cmd(run: str, out_dir: Path | None, bus_role: str, db) -> None:
+    """RPC post-mortem of a run (or an imported ombt campaign): table, plots, exports.
+
+    One row per iteration: agents, messages ok/failed sent and received (total and per
+    agent min/mean/max), aggregate rate, latency mean/stddev/p50/p90/p99/p99.9 on both
+    sides, and the bus's CPU, memory, connections, TCP and network over its window.
+    The HTML page embeds its plots' JavaScript: it opens without network.
+
+    \b
+    Example:
+      analysis rpc 20261122-101500-ab12 --out /tmp/rpc-report
+      collector ingest ombt ./test_case_1 --run tc1 && analysis rpc tc1
+    """
+    client = db.client()
+    iterations = rpc.load_iterations(client, run, bus_role)
+    table, paths = rpc.export(run, iterations, out_dir or Path(f"rpc-{run}"))
+    Console().print(rpc.console_table(run, table))
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}", err=True)

@@ -84,7 +84,7 @@ class RatioError(AnalysisError):
     """A bad expression: names it, says what is wrong and where (column, 1-based)."""
 
     def __init__(self, name: str, expr: str, col: int | None, message: str) -> None:
-        self.name, self.expr, self.col = name, expr, col
+        self.name, self.expr, self.col, self.reason = name, expr, col, message
         where = f" at column {col}" if col else ""
         caret = f"\n  {expr}\n  {' ' * (col - 1)}^" if col else f"\n  {expr}"
         super().__init__(f"ratio {name!r}{where}: {message}{caret}")
@@ -226,6 +226,7 @@ class Catalog:
     diskio_device_roles: set[str]
     net_devices: set[str]
     ceph_collections: set[str]
+    ceph_fields: set[str] = field(default_factory=set)
 
     @classmethod
     def load(cls, client: InfluxClient, exclude_roles: Sequence[str] = DEFAULT_EXCLUDE) -> Catalog:
@@ -261,7 +262,15 @@ class Catalog:
             diskio_device_roles=set(values(schema.DISKIO.name, schema.TAG_DEVICE_ROLE)),
             net_devices=set(values(schema.NET.name, schema.TAG_DEVICE)),
             ceph_collections=set(values(schema.CEPH.name, "collection")),
+            ceph_fields=_field_keys(client, schema.CEPH.name)
+            if schema.CEPH.name in measurements
+            else set(),
         )
+
+
+def _field_keys(client: InfluxClient, measurement: str) -> set[str]:
+    df = client.query_df(f"SHOW FIELD KEYS FROM {quote_ident(measurement)}")
+    return set(df["fieldKey"]) if not df.empty else set()
 
 
 def _role_regex(roles: Sequence[str]) -> str:
@@ -385,10 +394,12 @@ class Resolver:
                 "counter",
                 "rate" if fld == "iops" else "sum",
             )
-        if m == schema.CEPH.name and not fld.endswith((".sum", ".avgcount", ".avgtime")):
+        if m == schema.CEPH.name and f"{fld}.avgcount" in self.catalog.ceph_fields:
             return Source(
                 m, where, params, series, (f"{fld}.sum", f"{fld}.avgcount"), "latency_pair"
             )
+        if m == schema.CEPH.name and fld not in self.catalog.ceph_fields:
+            raise RatioError(e.name, e.text, col, f"no Ceph counter {fld!r} in the database")
         f = meas.field(fld)
         if f is None or f.kind is schema.Kind.INFO:
             names = sorted(
@@ -656,8 +667,7 @@ def ratio_table(
             if strict:
                 raise e
             rows += [
-                RatioResult(t.test, name, e.expr, np.nan, np.nan, skipped=str(e).splitlines()[0])
-                for t in tests
+                RatioResult(t.test, name, e.expr, np.nan, np.nan, skipped=e.reason) for t in tests
             ]
             continue
         rows += [engine.evaluate(e, t) for t in tests if t.end_ns > t.start_ns]

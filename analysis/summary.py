@@ -158,7 +158,9 @@ def test_numbers(client: InfluxClient, t: TestWindow) -> list[TestNumbers]:
         ops = sorted({op for _, op in sec.columns})
         total = sec["iops"].sum(axis=1).to_numpy()
     wu = stats.warmup_cut(total)
-    if not wu.steady and len(total):
+    if len(total) < stats.MIN_STEADY:
+        warn.append(f"only {len(total)} s of data: steadiness untested")
+    elif not wu.steady:
         warn.append("IOPS never became steady in the window")
     elif wu.cut:
         warn.append(f"warm-up: first {wu.cut} s cut")
@@ -170,8 +172,9 @@ def test_numbers(client: InfluxClient, t: TestWindow) -> list[TestNumbers]:
         else:
             iops, bw = sec[("iops", op)].to_numpy(), sec[("bw", op)].to_numpy()
             counts = hists.get(op, np.zeros(0, np.int64))
-        di = stats.describe(iops[wu.cut :], steady=wu.steady)
-        db = stats.describe(bw[wu.cut :], steady=wu.steady)
+        steady = wu.steady or len(total) < stats.MIN_STEADY  # too short: said above
+        di = stats.describe(iops[wu.cut :], steady=steady)
+        db = stats.describe(bw[wu.cut :], steady=steady)
         lat = latency_of(counts, coarse) if len(counts) else {}
         out.append(TestNumbers(t, op, wu, di, db, lat, [*warn, *di.warnings]))
     return out

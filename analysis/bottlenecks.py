@@ -1,0 +1,423 @@
+"""Which resource came closest to saturation in each test, and which saturated first.
+
+Every resource is one aggregation per test over the window, grouped by series on the
+server (InfluxDB computes the per-sample levels and their mean/p95/max and the number of
+samples past the threshold); the client only ranks the per-series rows. Levels:
+- disk util: io_time rate (ms/s) / 10, in %; disk queue: weighted_io_time rate / 1000,
+  the average number of requests in flight (iostat's aqu-sz);
+- cpu: non-idle, non-iowait share of `cpu-total` per node; cpu core: per core, the
+  hottest core per node is kept;
+- nic: (bytes_sent + bytes_recv) rate as a share of the link speed, when it is known;
+- osd queue: share of an OSD op's time spent waiting for its PG (ceph_op_stages).
+Closeness = p95 level / threshold; the share of samples at or past the threshold is the
+time share spent saturated. Broker CPU in RPC tests is the cpu of the nodes with a
+rabbitmq role, ranked with the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import ratios, stats
+from analysis.summary import fine_histograms
+from analysis.windows import NS, TestWindow, load_tests
+from collector import histogram, schema
+from collector.influx import InfluxClient, quote_ident, series_to_frame
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where a resource counts as saturated (configurable: analysis.thresholds)."""
+
+    disk_util_pct: float = 90.0
+    disk_queue: float = 32.0
+    cpu_pct: float = 90.0
+    core_pct: float = 95.0
+    nic_pct: float = 90.0
+    osd_queue_share: float = 0.5
+    # a test saturates a resource when this share of its window is past the threshold
+    saturated_share: float = 0.5
+    dirty_mib: float = 64.0
+    cache_hit_warn: float = 0.1
+
+
+@dataclass(frozen=True)
+class Resource:
+    name: str
+    measurement: str
+    series: tuple[str, ...]
+    level: str  # InfluxQL expression of the per-sample level, over the inner rows
+    inner: str  # the inner SELECT list (transformations), `{lb}` window
+    where: str
+    threshold: str  # Thresholds attribute
+    unit: str
+
+
+def _rate(field: str, alias: str, scale: str = "") -> str:
+    return f"non_negative_derivative({quote_ident(field)}, 1s){scale} AS {alias}"
+
+
+RESOURCES = (
+    Resource(
+        "disk util",
+        schema.DISKIO.name,
+        ("node", "role", "device"),
+        "x",
+        _rate("io_time", "x", " / 10"),
+        "",
+        "disk_util_pct",
+        "%",
+    ),
+    Resource(
+        "disk queue",
+        schema.DISKIO.name,
+        ("node", "role", "device"),
+        "x",
+        _rate("weighted_io_time", "x", " / 1000"),
+        "",
+        "disk_queue",
+        "requests",
+    ),
+    Resource(
+        "cpu",
+        schema.CPU.name,
+        ("node", "role", "cpu"),
+        "x",
+        '100 - "usage_idle" - "usage_iowait" AS x',
+        "\"cpu\" = 'cpu-total'",
+        "cpu_pct",
+        "%",
+    ),
+    Resource(
+        "cpu core",
+        schema.CPU.name,
+        ("node", "role", "cpu"),
+        "x",
+        '100 - "usage_idle" - "usage_iowait" AS x',
+        "\"cpu\" != 'cpu-total'",
+        "core_pct",
+        "%",
+    ),
+    Resource(
+        "osd queue",
+        schema.CEPH_OP_STAGES.name,
+        ("node", "role", "id"),
+        "x",
+        '"queue_sum" / "duration_sum" AS x',
+        "",
+        "osd_queue_share",
+        "share",
+    ),
+)
+
+
+def _saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict]:
+    params = {
+        "s": t.start_ns,
+        "e": t.end_ns,
+        "lb": t.start_ns - int(ratios.LOOKBACK_S * NS),
+        "thr": thr,
+    }
+    keys = ", ".join(quote_ident(k) for k in r.series)
+    cond = f" AND {r.where}" if r.where else ""
+    inner = f"SELECT {r.inner} FROM {quote_ident(r.measurement)} WHERE time >= $lb AND time < $e{cond} GROUP BY {keys}"
+    win = "time >= $s AND time < $e"
+    q1 = (
+        f"SELECT mean({r.level}) AS mean, percentile({r.level}, 95) AS p95, max({r.level}) AS max, "
+        f"count({r.level}) AS n FROM ({inner}) WHERE {win} GROUP BY {keys}"
+    )
+    q2 = f"SELECT count({r.level}) AS sat FROM ({inner}) WHERE {win} AND {r.level} >= $thr GROUP BY {keys}"
+    return f"{q1}; {q2}", params
+
+
+def _levels(client: InfluxClient, r: Resource, thr: float, t: TestWindow) -> pd.DataFrame:
+    q, params = _saturation_query(r, thr, t)
+    res = client.query(q, params)
+    a = series_to_frame(res[0]["series"]) if res else pd.DataFrame()
+    if a.empty:
+        return a
+    keys = list(r.series)
+    b = series_to_frame(res[1]["series"]) if len(res) > 1 else pd.DataFrame()
+    a = a.drop(columns=["time", "_measurement"], errors="ignore")
+    if b.empty:
+        a["sat"] = 0
+    else:
+        a = a.merge(b[[*keys, "sat"]], on=keys, how="left").fillna({"sat": 0})
+    return a
+
+
+def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
+    """NIC throughput as % of link speed; links of unknown speed are left out (stated)."""
+    r = Resource(
+        "nic",
+        schema.NET.name,
+        ("node", "role", "device"),
+        "x",
+        '(non_negative_derivative("bytes_sent", 1s) + non_negative_derivative("bytes_recv", 1s)) * 8 AS x',
+        "\"device\" != 'lo'",
+        "nic_pct",
+        "%",
+    )
+    q, params = _saturation_query(r, 0.0, t)
+    q1 = q.split("; ")[0]
+    speed = client.query_df(
+        f'SELECT last("speed") AS speed FROM {quote_ident(schema.NET.name)} WHERE time >= $lb AND time < $e '
+        'AND "device" != \'lo\' AND "speed" > 0 GROUP BY "node", "role", "device"',
+        params,
+    )
+    if speed.empty:
+        return pd.DataFrame()
+    rows = series_to_frame(client.query(q1, params)[0]["series"])
+    if rows.empty:
+        return rows
+    keys = ["node", "role", "device"]
+    rows = rows.drop(columns=["time", "_measurement"], errors="ignore").merge(
+        speed[[*keys, "speed"]], on=keys
+    )
+    link = rows["speed"] * 1e6 / 100.0  # bit/s per percent
+    for c in ("mean", "p95", "max"):
+        rows[c] = rows[c] / link
+    rows["sat"] = np.nan  # per-sample share needs the speed inside the query; not counted
+    return rows.drop(columns=["speed"])
+
+
+def test_bottlenecks(
+    client: InfluxClient, t: TestWindow, th: Thresholds = Thresholds()
+) -> pd.DataFrame:
+    """Every resource of every node in the test window, closest to saturation first."""
+    frames = []
+    for r in RESOURCES:
+        thr = getattr(th, r.threshold)
+        df = _levels(client, r, thr, t)
+        if df.empty:
+            continue
+        if r.name == "cpu core":  # the hottest core per node
+            df = df.sort_values("p95", ascending=False).drop_duplicates("node")
+        df = df.rename(columns={"cpu": "device", "id": "device"})
+        frames.append(df.assign(resource=r.name, unit=r.unit, threshold=thr))
+    nic = _nic_levels(client, t)
+    if not nic.empty:
+        frames.append(nic.assign(resource="nic", unit="%", threshold=th.nic_pct))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out["closeness"] = out["p95"] / out["threshold"]
+    out["saturated_share"] = out["sat"] / out["n"]
+    out.insert(0, "test", t.test)
+    cols = ["test", "resource", "node", "role", "device", "mean", "p95", "max", "unit", "threshold"]
+    cols += ["closeness", "saturated_share"]
+    return out[cols].sort_values("closeness", ascending=False).reset_index(drop=True)
+
+
+def run_bottlenecks(
+    client: InfluxClient,
+    run: str,
+    th: Thresholds = Thresholds(),
+    tests: list[TestWindow] | None = None,
+) -> pd.DataFrame:
+    tests = load_tests(client, run) if tests is None else tests
+    frames = [test_bottlenecks(client, t, th) for t in tests if t.end_ns > t.start_ns]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def first_saturated(
+    table: pd.DataFrame, tests: list[TestWindow], th: Thresholds = Thresholds()
+) -> pd.DataFrame:
+    """Per load family (same parameters but queue depth), the first resource to saturate.
+
+    Tests are walked in QD order; the first one where some resource is past its
+    threshold for `saturated_share` of the window (or its p95 is, when the share is not
+    counted) names the resource closest to saturation there.
+    """
+    if table.empty:
+        return pd.DataFrame()
+    fams: dict[tuple, list[TestWindow]] = {}
+    for t in tests:
+        key = tuple(
+            sorted((k, str(v)) for k, v in t.params.items() if k not in ("iodepth", "numjobs"))
+        )
+        fams.setdefault(key, []).append(t)
+    rows = []
+    for key, ts in fams.items():
+        family = ", ".join(f"{k}={v}" for k, v in key if k in ("rw", "bs"))
+        found = None
+        for t in sorted(ts, key=lambda x: x.qd or 0):
+            sel = table[table["test"] == t.test]
+            share = sel["saturated_share"]
+            hot = sel[(share >= th.saturated_share) | (share.isna() & (sel["closeness"] >= 1.0))]
+            if len(hot):
+                found = (t, hot.sort_values("closeness", ascending=False).iloc[0])
+                break
+        if found is None:
+            rows.append({"family": family, "qd": None, "test": None, "resource": "none saturated"})
+            continue
+        t, r = found
+        rows.append(
+            {
+                "family": family,
+                "qd": t.qd,
+                "test": t.test,
+                "resource": f"{r['resource']} {r['node']}:{r['device']}",
+                "closeness": r["closeness"],
+                "saturated_share": r["saturated_share"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Check:
+    test: str
+    check: str
+    status: str  # ok | warn | skipped
+    value: float | None
+    detail: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cache_hits(
+    client: InfluxClient, t: TestWindow, engine: ratios.RatioEngine, th: Thresholds
+) -> list[Check]:
+    """Client reads served without device reads: 1 - device reads / client reads.
+
+    Devices are every disk of the test's nodes and of storage nodes. The second
+    estimate is the share of completions in the fastest latency mode (KDE peaks of the
+    fine histogram): cache hits are an order of magnitude faster than device reads.
+    """
+    name = "cache hits"
+    if "read" not in t.rw:
+        return [Check(t.test, name, "skipped", None, f"rw={t.rw} has no reads")]
+    e = ratios.parse(name, "all.disk.reads / client.read.ios")
+    r = engine.evaluate(e, t)
+    hist, coarse = fine_histograms(client, t, window=True)
+    counts = hist.get("read")
+    out = []
+    if np.isfinite(r.value):
+        hit = float(np.clip(1.0 - r.value, 0.0, 1.0))
+        status = "warn" if hit > th.cache_hit_warn else "ok"
+        out.append(
+            Check(
+                t.test,
+                name,
+                status,
+                hit,
+                f"{r.value:.3f} device reads per client read: {hit:.0%} served from cache",
+            )
+        )
+    else:
+        out.append(
+            Check(t.test, name, "skipped", None, "no client reads or no disk data in the window")
+        )
+    if counts is not None and counts.any():
+        edges = histogram.bin_edges(coarse)
+        mids = (edges[:-1] + edges[1:]) / 2
+        modes, share = stats.kde_modes(mids, counts)
+        detail = ", ".join(f"{m / 1e3:.1f} us ({s:.0%})" for m, s in zip(modes, share, strict=True))
+        fast = float(share[0]) if len(modes) > 1 else 0.0
+        out.append(
+            Check(
+                t.test,
+                "latency modes",
+                "ok",
+                fast,
+                f"modes: {detail}; fastest mode share {fast:.0%}",
+            )
+        )
+    return out
+
+
+def flushed(
+    client: InfluxClient, t: TestWindow, engine: ratios.RatioEngine, th: Thresholds
+) -> list[Check]:
+    """Written data reached the storage before the test ended.
+
+    Page cache: dirty memory of the test nodes at the end of the window vs its start.
+    Ceph: bytes the OSDs took in (`osd.op_in_bytes`) vs client bytes written; skipped,
+    with the reason, when the window has no Ceph data.
+    """
+    if "write" not in t.rw and "rw" not in t.rw:
+        return [Check(t.test, "flushed", "skipped", None, f"rw={t.rw} writes nothing")]
+    out = []
+    params = {"s": t.start_ns, "e": t.end_ns}
+    nodes = " OR ".join(f'"node" = $n{i}' for i in range(len(t.nodes)))
+    params.update({f"n{i}": n for i, n in enumerate(t.nodes)})
+    d = client.query_df(
+        f'SELECT first("dirty") AS a, last("dirty") AS b FROM {quote_ident(schema.MEM.name)} '
+        f'WHERE time >= $s AND time <= $e AND ({nodes}) GROUP BY "node"',
+        params,
+    )
+    if d.empty:
+        out.append(
+            Check(t.test, "page cache flushed", "skipped", None, "no mem data for the test nodes")
+        )
+    else:
+        grown = float((d["b"] - d["a"]).max()) / 2**20
+        end = float(d["b"].max()) / 2**20
+        status = "warn" if end > th.dirty_mib and grown > 0 else "ok"
+        out.append(
+            Check(
+                t.test,
+                "page cache flushed",
+                status,
+                end,
+                f"dirty at end {end:.1f} MiB ({grown:+.1f} MiB in the window)",
+            )
+        )
+    if "osd" not in engine.catalog.ceph_collections:
+        out.append(
+            Check(
+                t.test,
+                "ceph flushed",
+                "skipped",
+                None,
+                "no Ceph data (ceph osd perf counters) in the database",
+            )
+        )
+        return out
+    e = ratios.parse("ceph flushed", "all.osd.op_in_bytes / client.write.bytes")
+    try:
+        r = engine.evaluate(e, t)
+    except ratios.RatioError as err:
+        out.append(Check(t.test, "ceph flushed", "skipped", None, err.reason))
+        return out
+    if not np.isfinite(r.value):
+        out.append(
+            Check(t.test, "ceph flushed", "skipped", None, "no Ceph data in the test window")
+        )
+    else:
+        status = "warn" if r.value < 0.9 else "ok"
+        out.append(
+            Check(
+                t.test,
+                "ceph flushed",
+                status,
+                r.value,
+                f"OSDs took in {r.value:.2f} bytes per client byte written",
+            )
+        )
+    return out
+
+
+def run_checks(
+    client: InfluxClient,
+    run: str,
+    th: Thresholds = Thresholds(),
+    tests: list[TestWindow] | None = None,
+    **engine_kw: Any,
+) -> pd.DataFrame:
+    """Cache hit and flush checks of every fio test (engine_kw: see RatioEngine)."""
+    tests = load_tests(client, run) if tests is None else tests
+    engine = ratios.RatioEngine(client, **engine_kw)
+    rows = []
+    for t in tests:
+        if t.kind != "fio" or t.end_ns <= t.start_ns:
+            continue
+        rows += cache_hits(client, t, engine, th) + flushed(client, t, engine, th)
+    return pd.DataFrame([c.to_dict() for c in rows])
