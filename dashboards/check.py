@@ -59,15 +59,26 @@ def _values(client: InfluxClient, query: str) -> list[str]:
 
 
 def resolve_variables(
-    client: InfluxClient, doc: Mapping[str, Any], start_ms: int, end_ms: int
+    client: InfluxClient,
+    doc: Mapping[str, Any],
+    start_ms: int,
+    end_ms: int,
+    chosen: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, list[str]]:
-    """Every variable's values: all of them for multi ("All"), the first for single ones."""
+    """Every variable's values: all of them for multi ("All"), the first for single ones,
+    unless `chosen` picks some (which must be among the variable's values)."""
     out: dict[str, list[str]] = {}
     for var in doc["templating"]["list"]:
+        name = var["name"]
         values = _values(client, interpolate(var["query"], out, start_ms, end_ms))
         if var.get("sort") == P.G.SORT_ALPHA_DESC:
             values.reverse()
-        out[var["name"]] = values if var.get("multi") else values[:1]
+        if chosen and name in chosen:
+            missing = set(chosen[name]) - set(values)
+            if missing:
+                raise ValueError(f"variable {name}: {sorted(missing)} not among {values}")
+            values = list(chosen[name])
+        out[name] = values if var.get("multi") else values[:1]
     return out
 
 
@@ -81,10 +92,14 @@ class PanelResult:
 
 
 def check_dashboard(
-    client: InfluxClient, doc: Mapping[str, Any], start_ms: int, end_ms: int
+    client: InfluxClient,
+    doc: Mapping[str, Any],
+    start_ms: int,
+    end_ms: int,
+    chosen: Mapping[str, Sequence[str]] | None = None,
 ) -> list[PanelResult]:
     """Every panel target's query executed on `client`, with its number of rows."""
-    variables = resolve_variables(client, doc, start_ms, end_ms)
+    variables = resolve_variables(client, doc, start_ms, end_ms, chosen)
     results = []
     for panel in doc["panels"]:
         for tgt in panel["targets"]:

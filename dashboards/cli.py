@@ -7,12 +7,11 @@ from pathlib import Path
 import click
 
 from collector.clicommon import WallyGroup, setup_logging, verbose_option
-from collector.influx import DEFAULT_DATABASE, validate_url
 from collector.inventory import Inventory, load_inventory
 from dashboards import provisioning
 from dashboards.build import all_dashboards, defaults_from
 
-DEFAULT_INFLUX_URL = "http://127.0.0.1:8086"
+DEFAULT_INFLUX_URL = provisioning.DEFAULT_INFLUX_URL
 
 
 @click.group(cls=WallyGroup)
@@ -29,12 +28,6 @@ def main(verbose: int) -> None:
 
 def _inventory(config: Path | None) -> Inventory | None:
     return load_inventory(config, check_files=False) if config else None
-
-
-def _influx(inv: Inventory | None, url: str | None, database: str | None) -> tuple[str, str]:
-    section = inv.config.influx if inv else None
-    url = url or (section.url if section else None) or DEFAULT_INFLUX_URL
-    return validate_url(url), database or (section.database if section else DEFAULT_DATABASE)
 
 
 config_argument = click.argument(
@@ -87,9 +80,7 @@ def build_cmd(
     Example:
       dashboards build lab.yaml --out grafana/ --influx-url http://influxdb:8086
     """
-    inv = _inventory(config)
-    url, db = _influx(inv, influx_url, database)
-    files = provisioning.render_tree(url, db, defaults_from(inv), dashboards_path)
+    files = provisioning.render_for(_inventory(config), influx_url, database, dashboards_path)
     for path in provisioning.write_tree(out, files):
         click.echo(str(path))
 
@@ -129,7 +120,7 @@ def push_cmd(
         token = read_token(token_file)
         ds = None
         if with_datasource:
-            url, db = _influx(inv, influx_url, database)
+            url, db = provisioning.influx_target(inv, influx_url, database)
             ds = provisioning.datasource(url, db)["datasources"][0]
         urls = push(grafana_url, token, all_dashboards(defaults_from(inv)), ds)
     except PushError as e:
@@ -158,7 +149,7 @@ def check_cmd(
     from dashboards.check import check_dashboard
 
     inv = _inventory(config)
-    url, db = _influx(inv, influx_url, database)
+    url, db = provisioning.influx_target(inv, influx_url, database)
     client = InfluxClient(InfluxConfig(url=url, database=db))
     bad = 0
     for name, doc in all_dashboards(defaults_from(inv)).items():

@@ -383,26 +383,34 @@ def run_var(kind: str | None = None) -> G.Template:
     )
 
 
+def _annotation(name: str, color: str, query: str, **columns: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "iconColor": color,
+        "query": query,
+        "tagsColumn": "",
+        **columns,
+    }
+
+
 def test_annotation(kind: str) -> dict[str, Any]:
     """Every test iteration of the chosen run as a region with its parameters."""
-    m = schema.WALLY_TEST
     query = select(
-        m.name,
+        schema.WALLY_TEST.name,
         [as_(f"{ident('end')} / 1000000", "end_ms"), ident("test"), ident("params")],
         [var_match(RUN_VAR), tag_eq("kind", kind)],
         time_bucket=False,
     )
-    return {
-        "name": "Tests",
-        "datasource": DATASOURCE,
-        "enable": True,
-        "iconColor": "rgba(0, 211, 255, 1)",
-        "query": query,
-        "titleColumn": "test",
-        "textColumn": "params",
-        "timeEndColumn": "end_ms",
-        "tagsColumn": "",
-    }
+    return _annotation(
+        "Tests",
+        "rgba(0, 211, 255, 1)",
+        query,
+        titleColumn="test",
+        textColumn="params",
+        timeEndColumn="end_ms",
+    )
 
 
 def event_annotation() -> dict[str, Any]:
@@ -413,16 +421,9 @@ def event_annotation() -> dict[str, Any]:
         [var_match(schema.TAG_NODE)],
         time_bucket=False,
     )
-    return {
-        "name": "Events",
-        "datasource": DATASOURCE,
-        "enable": True,
-        "iconColor": "rgba(255, 96, 96, 1)",
-        "query": query,
-        "titleColumn": "kind",
-        "textColumn": "message",
-        "tagsColumn": "",
-    }
+    return _annotation(
+        "Events", "rgba(255, 96, 96, 1)", query, titleColumn="kind", textColumn="message"
+    )
 
 
 # --- the dashboard ------------------------------------------------------------------------

@@ -16,9 +16,12 @@ from typing import Any
 
 import yaml
 
+from collector.influx import DEFAULT_DATABASE, validate_url
+from collector.inventory import Inventory
 from dashboards import panels as P
-from dashboards.build import Defaults, all_dashboards
+from dashboards.build import Defaults, all_dashboards, defaults_from
 
+DEFAULT_INFLUX_URL = "http://127.0.0.1:8086"
 PROVIDER_NAME = "wally"
 FOLDER = "Wally"
 # Where the docker stack mounts OUT/dashboards inside the Grafana container.
@@ -86,6 +89,26 @@ def render_tree(
     for name, doc in all_dashboards(defaults).items():
         files[DASHBOARDS_DIR / name] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     return files
+
+
+def influx_target(
+    inventory: Inventory | None, url: str | None = None, database: str | None = None
+) -> tuple[str, str]:
+    """URL and database for the datasource: flags, then the config's `influx:`, then defaults."""
+    section = inventory.config.influx if inventory else None
+    url = url or (section.url if section else None) or DEFAULT_INFLUX_URL
+    return validate_url(url), database or (section.database if section else DEFAULT_DATABASE)
+
+
+def render_for(
+    inventory: Inventory | None,
+    influx_url: str | None = None,
+    database: str | None = None,
+    dashboards_path: str = CONTAINER_DASHBOARDS,
+) -> dict[Path, str]:
+    """What `dashboards build CONFIG` writes."""
+    url, db = influx_target(inventory, influx_url, database)
+    return render_tree(url, db, defaults_from(inventory), dashboards_path)
 
 
 def write_tree(out: Path, files: dict[Path, str]) -> list[Path]:

@@ -38,28 +38,23 @@ def _legend(by_device: bool) -> str:
     return P.alias(NODE, DEVICE) if by_device else P.alias(NODE)
 
 
-def disk_iops(by_device: bool = False, width: int = 12) -> G.Panel:
-    m = schema.DISKIO
+def _disk_pair(title: str, fields: tuple[str, str], unit: str, by_device: bool, width: int):
     targets = [
         P.target(
-            _per_node_sum(m.name, P.rate(f), _disk_where(), by_device),
+            _per_node_sum(schema.DISKIO.name, P.rate(f), _disk_where(), by_device),
             _legend(by_device) + f" {label}",
         )
-        for f, label in (("reads", "read"), ("writes", "write"))
+        for f, label in zip(fields, ("read", "write"), strict=True)
     ]
-    return P.timeseries("Disk IOPS", targets, "ops", width=width)
+    return P.timeseries(title, targets, unit, width=width)
+
+
+def disk_iops(by_device: bool = False, width: int = 12) -> G.Panel:
+    return _disk_pair("Disk IOPS", ("reads", "writes"), "ops", by_device, width)
 
 
 def disk_bandwidth(by_device: bool = False, width: int = 12) -> G.Panel:
-    m = schema.DISKIO
-    targets = [
-        P.target(
-            _per_node_sum(m.name, P.rate(f), _disk_where(), by_device),
-            _legend(by_device) + f" {label}",
-        )
-        for f, label in (("read_bytes", "read"), ("write_bytes", "write"))
-    ]
-    return P.timeseries("Disk bandwidth", targets, "bytes/s", width=width)
+    return _disk_pair("Disk bandwidth", ("read_bytes", "write_bytes"), "bytes/s", by_device, width)
 
 
 def disk_utilisation(width: int = 12) -> G.Panel:
