@@ -139,7 +139,10 @@ def parse(name: str, expr: str) -> Expression:
     try:
         tree = ast.parse(expr.strip(), mode="eval").body
     except SyntaxError as e:
-        raise RatioError(name, expr.strip(), e.offset, f"syntax error: {e.msg}") from None
+        text = expr.strip()
+        col = e.offset if e.offset and e.offset <= len(text) else len(text) + 1
+        msg = "unexpected end of the expression" if col > len(text) else e.msg
+        raise RatioError(name, text, col, f"syntax error: {msg}") from None
     expr = expr.strip()
     terms: list[Term] = []
 
