@@ -249,7 +249,7 @@ def test_influx_section(tmp_path: Path) -> None:
         base_dir=str(tmp_path),
     )
     assert inv.config.influx.token_file == str(token)
-    assert inv.config.influx.create_database
+    assert not inv.config.influx.create_database  # a typo must not create a second database
     with pytest.raises(InventoryError, match="password_env or password_file, not both"):
         inventory_from_dict(
             {
