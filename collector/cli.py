@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from collector import influxd, schemadoc
+from collector import influxd, ombt, schemadoc
 from collector.clicommon import DbTarget, WallyGroup, db_options, setup_logging, verbose_option
 from collector.discovery import inventory_table
 from collector.engine import Collector, PreflightError
@@ -224,6 +224,44 @@ def run_cmd(config: Path, duration: float | None, interval: float, db: DbTarget)
     for line in plain_lines(col.status):
         click.echo(line, err=True)
     click.echo(f"wrote {writer.stats.points} points to {client.url} / {client.database}", err=True)
+
+
+@main.group()
+def ingest() -> None:
+    """Import results produced outside Wally into InfluxDB, for the same analysis.
+
+    \b
+    Example:
+      collector ingest ombt ./test_case_1-incremental --run tc1
+    """
+
+
+@ingest.command("ombt")
+@click.argument("campaign_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--run", "run_id", help="Run id to file it under [default: the directory's name].")
+@db_options
+def ingest_ombt(campaign_dir: Path, run_id: str | None, db: DbTarget) -> None:
+    """Import a legacy ombt / ombt-orchestrator campaign (params.json + controller logs).
+
+    Each iteration becomes a `wally_test` record (kind=rpc), `rpc` summary points per
+    agent and merged, and the merged latency distribution (`rpc_hist`); aggregates are
+    ombt's own (the seed notebook's numbers). `analysis rpc RUN` then works on it.
+
+    \b
+    Example:
+      collector ingest ombt ./test_case_1-incremental --run tc1 && analysis rpc tc1
+    """
+    run = run_id or campaign_dir.resolve().name
+    points = ombt.campaign_points(campaign_dir, run)
+    client = db.client()
+    with InfluxWriter(client, spool_dir=db.state / "spool") as writer:
+        writer.write(points)
+    tests = sum(p.measurement == "wally_test" for p in points)
+    click.echo(
+        f"imported {tests} iteration(s), {len(points)} points as run {run!r} into "
+        f"{client.url} / {client.database}; next: analysis rpc {run}",
+        err=True,
+    )
 
 
 @main.command("schema")

@@ -193,9 +193,31 @@ def _rpc_fields(result: Mapping[str, Any], rate: float | None = None) -> dict[st
     return fields
 
 
+def distribution_points(
+    distribution: Mapping[Any, list[int]], tags: Mapping[str, str], time_ns: int
+) -> list[Point]:
+    """`rpc_hist` points of an ombt distribution ({power of ten: ten counts by leading
+    digit}, ms): one per non-empty bucket, tag `le` = the bucket's upper bound."""
+    out = []
+    for order, row in sorted(distribution.items(), key=lambda kv: int(kv[0])):
+        base = 10 ** int(order)
+        for index, count in enumerate(row):
+            if count:
+                out.append(
+                    Point(
+                        schema.RPC_HIST.name,
+                        {**tags, "le": str((index + 1) * base)},
+                        {"count": int(count), "lower": float(index * base)},
+                        time_ns,
+                    )
+                )
+    return out
+
+
 def campaign_points(campaign_dir: Path, run: str, node: str = "ombt") -> list[Point]:
-    """`wally_test` (window + params) and `rpc` summary points (per agent and merged
-    `agent=all`) for every iteration, so the RPC post-mortem works on legacy campaigns."""
+    """`wally_test` (window + params), `rpc` summary points (per agent and merged
+    `agent=all`) and the merged `rpc_hist` distribution per side for every iteration, so
+    the RPC post-mortem works on legacy campaigns."""
     out: list[Point] = []
     for index, it in enumerate(read_campaign(campaign_dir)):
         summary = it.summary()
@@ -230,4 +252,6 @@ def campaign_points(campaign_dir: Path, run: str, node: str = "ombt") -> list[Po
                     "call_type": call_type,
                 }
                 out.append(Point(schema.RPC.name, tags, _rpc_fields(result, rate), _ns(end)))
+            hist_tags = {k: v for k, v in tags.items() if k != "agent"}
+            out += distribution_points(agg["latency"]["distribution"], hist_tags, _ns(end))
     return out

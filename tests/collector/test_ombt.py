@@ -355,3 +355,59 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
     log.write_text("{}\n")
     with pytest.raises(OmbtFormatError, match="expected 2 JSON lines"):
         read_controller_log(log)
+
+
+def run_cli(module: str, args: list[str], influx, tmp_path: Path):
+    """One of the console scripts against the test's database, in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            "--influx-url",
+            influx.url,
+            "--database",
+            influx.database,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "WALLY_STATE_DIR": str(tmp_path / "state")},
+    )
+
+
+def test_cli_ingest_reads_back_the_notebook_aggregates(influx, tmp_path: Path) -> None:
+    r = run_cli("collector", ["ingest", "ombt", str(DATA), "--run", "legacy"], influx, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "imported 3 iteration(s)" in r.stderr
+    merged = influx.query_df("SELECT * FROM rpc WHERE run = 'legacy' AND agent = 'all'")
+    hist = influx.query_df("SELECT * FROM rpc_hist WHERE run = 'legacy'")
+    per_agent = influx.query_df("SELECT * FROM rpc WHERE run = 'legacy' AND agent != 'all'")
+    for ref in notebook_params():
+        test = ref["backup_dir"] + "/summary"
+        for side, agg, per in (
+            ("client", ref["_agg_clients"], ref["_ombt_msgs_sent_ok"]),
+            ("server", ref["_agg_servers"], ref["_ombt_msgs_received_ok"]),
+        ):
+            row = merged[(merged["test"] == test) & (merged["side"] == side)].iloc[0]
+            assert row["msgs_ok"] == agg["msgs_ok"] and row["msgs_fail"] == agg["msgs_fail"]
+            assert row["rate"] == pytest.approx(agg["rate"], rel=1e-12)
+            assert row["lat_mean"] == pytest.approx(agg["latency_avg"], rel=1e-12)
+            assert row["lat_stddev"] == pytest.approx(agg["latency_stdev"], rel=1e-12)
+            agents = per_agent[(per_agent["test"] == test) & (per_agent["side"] == side)]
+            assert (agents["msgs_ok"].min(), agents["msgs_ok"].max()) == (per["min"], per["max"])
+            assert agents["msgs_ok"].mean() == pytest.approx(per["mean"])
+            h = hist[(hist["test"] == test) & (hist["side"] == side)]
+            dist = agg["latency"]["distribution"]
+            expected = {
+                str((i + 1) * 10 ** int(k)): n
+                for k, row_ in dist.items()
+                for i, n in enumerate(row_)
+                if n
+            }
+            assert dict(zip(h["le"], h["count"], strict=True)) == expected
