@@ -12,7 +12,8 @@ from collector.clicommon import WallyGroup, setup_logging, verbose_option
 from collector.inventory import load_inventory
 from loadgen import jobfile
 from loadgen.cephlab import cephlab_cli
-from loadgen.plan import compile_plan, plan_table
+from loadgen.plan import Iteration, compile_plan, plan_table
+from loadgen.rpcplan import RpcIteration, rpc_table
 from loadgen.runcli import cleanup_cmd, resume_cmd, run_cmd
 
 
@@ -46,7 +47,8 @@ def plan_cmd(plan: Path, as_json: bool, jobs_dir: Path | None, osd_count: int | 
     """Compile the test plan of the lab config PLAN and show what would run; nothing runs.
 
     One line per iteration (fio run on all its nodes at once): name, nodes, fio
-    parameters and the expected duration, with the total for the ETA.
+    parameters and the expected duration, with the total for the ETA. RPC campaigns
+    (the `rpc:` section) follow in their own table.
 
     \b
     Example:
@@ -56,7 +58,8 @@ def plan_cmd(plan: Path, as_json: bool, jobs_dir: Path | None, osd_count: int | 
     compiled = compile_plan(load_inventory(plan), osd_count=osd_count)
     written: dict[str, dict[str, str]] = {}
     if jobs_dir is not None:
-        for job in jobfile.render_all(compiled.iterations, str(jobs_dir.resolve())):
+        fio = [it for it in compiled.iterations if isinstance(it, Iteration)]
+        for job in jobfile.render_all(fio, str(jobs_dir.resolve())):
             Path(job.path).parent.mkdir(parents=True, exist_ok=True)
             Path(job.path).write_text(job.text)
             written.setdefault(job.iteration, {})[job.node] = job.path
@@ -76,7 +79,11 @@ def plan_cmd(plan: Path, as_json: bool, jobs_dir: Path | None, osd_count: int | 
     if not console.is_terminal:
         # Piped into a file or a log: no terminal to fit, keep every column readable.
         console.width = max(console.width, 132)
-    console.print(plan_table(compiled))
+    rpc = [it for it in compiled.iterations if isinstance(it, RpcIteration)]
+    if len(rpc) < len(compiled):
+        console.print(plan_table(compiled))
+    if rpc:
+        console.print(rpc_table(rpc))
     if jobs_dir is not None:
         n = sum(len(v) for v in written.values())
         click.echo(f"wrote {n} job files under {jobs_dir.resolve()}")
