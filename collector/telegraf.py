@@ -30,9 +30,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from collector import schema
+from collector import pollers, schema
 from collector.engine import role_tag
 from collector.inventory import DevicePattern, Inventory, InventoryError, Node, load_inventory
+from collector.pollers import DEFAULT_INTERVALS as POLLER_INTERVALS
 from collector.sensors import configured_intervals, procstat_for_roles
 from collector.sensors.ceph import DEFAULT_SOCKET_DIR
 
@@ -70,7 +71,7 @@ CEPH_DAEMON_ROLES = ("ceph-osd", "ceph-mon")
 # each, measured in docs/telegraf.md): at 1 s, 10% of a core per daemon. `sensors:` overrides.
 DEFAULT_INTERVALS: dict[str, float] = {"ceph": 10.0}
 RABBITMQ_ROLE = "rabbitmq"
-DEFAULT_RABBITMQ_URL = "http://localhost:15672"
+DEFAULT_RABBITMQ_URL = pollers.DEFAULT_RABBITMQ_URL  # the same `url` tag as our poller
 # Telegraf tag -> ours, applied in this order (rabbitmq's node must move before host -> node).
 TAG_RENAMES: tuple[tuple[str, str], ...] = (
     ("node", "rabbit_node"),
@@ -168,9 +169,12 @@ def node_inputs(node: Node, sensors: Mapping[str, float] | None) -> dict[str, fl
     """Input name -> its own interval (None: the agent's), like `reader.enable` picks sensors:
     no `sensors:` section means every node sensor; role inputs follow the node's roles."""
     if sensors is not None:
-        unknown = sorted(set(sensors) - set(INPUT_MEASUREMENTS))
+        # ceph_cluster is our root-node poller; Telegraf has no separate input for it
+        unknown = sorted(set(sensors) - set(INPUT_MEASUREMENTS) - set(POLLER_INTERVALS))
         if unknown:
-            known = ", ".join(INPUT_MEASUREMENTS)
+            known = ", ".join(
+                [*INPUT_MEASUREMENTS, *(set(POLLER_INTERVALS) - set(INPUT_MEASUREMENTS))]
+            )
             raise ValueError(f"sensors: unknown sensor(s) {', '.join(unknown)}; known: {known}")
         chosen = [n for n in (*NODE_INPUTS, "procstat") if n in sensors]
     else:

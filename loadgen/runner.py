@@ -29,12 +29,15 @@ from collector.engine import Collector, PreflightError
 from collector.influx import InfluxClient
 from collector.inventory import Inventory
 from collector.lineproto import Point
+from collector.sensors import configured_intervals
 from collector.ssh import NodeConnection, SshError, connect
 from collector.writer import InfluxWriter
-from loadgen import fionode
-from loadgen.jobfile import render
-from loadgen.plan import CompiledPlan, Iteration, format_size
+from loadgen import fionode, rbd
+from loadgen.jobfile import render, target_options
+from loadgen.plan import CompiledPlan, Iteration, Target, format_size
 from loadgen.results import IterationTotals, ingest_iteration
+from loadgen.rpcplan import RpcIteration
+from loadgen.rpcrun import RpcExecutor
 from loadgen.rundir import DONE, FAILED, INTERRUPTED, PENDING, RUNNING, IterationState, RunDir
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,18 @@ class Progress:
     remaining_s: float = 0.0
     nodes: dict[str, NodeLive] = field(default_factory=dict)
     message: str = ""
+
+
+@dataclass(frozen=True)
+class Fill:
+    """How to prefill one node's target: what `prefilled` records it as (file path or
+    rbd:POOL/IMAGE), the job, fio's environment, and whether `prefill: auto` wants it (a
+    file shorter than the suite's size, an RBD image this run created)."""
+
+    key: str
+    job: str
+    env: dict[str, str]
+    auto: bool
 
 
 class Runner:
@@ -93,7 +108,11 @@ class Runner:
         self.collector: Collector | None = None
         self.progress = Progress(total=len(plan))
         self.running: dict[str, fionode.NodeProcess] = {}
+        self.ceph = rbd.ceph_clients(inventory)
+        # (node, POOL/IMAGE) -> image size, for RBD images found (not created) by this run.
+        self._rbd_sizes: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
+        self.rpc = RpcExecutor(rundir, writer, lambda m: setattr(self.progress, "message", m))
         state = rundir.state
         for it in plan:
             state.iterations.setdefault(it.name, IterationState(it.name, nodes=list(it.nodes)))
@@ -170,17 +189,21 @@ class Runner:
         async def check(name: str) -> None:
             its = [it for it in self.plan if name in it.nodes]
             found = await fionode.preflight(self.conns[name], its, self.workdir(name))
+            found += await rbd.preflight(self.conns[name], self.ceph[name], its)
             if found:
                 problems[name] = "; ".join(found)
 
         await asyncio.gather(*(check(n) for n in self.conns))
         if self.collect:
-            self.collector = Collector(self.inventory, sink=self.writer.write)
+            self.collector = Collector(
+                self.inventory, sink=self.writer.write, sensors=configured_intervals(self.inventory)
+            )
             try:
                 await self.collector.prepare()
             except PreflightError as e:
                 for node, msg in e.problems.items():
                     problems[node] = f"{problems[node]}; {msg}" if node in problems else msg
+        problems.update(await self.rpc.preflight(self.plan))
         if problems:
             raise PreflightError(problems)
         for name in self.conns:
@@ -202,8 +225,13 @@ class Runner:
             st.attempts += 1
             st.errors = {}
             try:
-                await self._prefill(it)
-                totals = await self._run_once(it, st)
+                if isinstance(it, RpcIteration):
+                    totals = await self.rpc.run(it, st, self._stop)
+                    if self._stop.is_set():
+                        raise RunInterrupted()
+                else:
+                    await self._prefill(it)
+                    totals = await self._run_once(it, st)
             except RunInterrupted:
                 st.status = INTERRUPTED
                 raise
@@ -211,7 +239,8 @@ class Runner:
                 st.errors = {"*": str(e)}
                 totals = None
             if totals is not None:
-                st.status, st.totals = DONE, totals.to_dict()
+                st.status = DONE
+                st.totals = totals if isinstance(totals, dict) else totals.to_dict()
                 self._record(it, st)
                 self.rundir.save()
                 return
@@ -232,7 +261,9 @@ class Runner:
         st.status = RUNNING
         st.start_ns = time.time_ns()
         self.rundir.save()
-        procs = await asyncio.gather(*(fionode.start_fio(self.conns[n], jobs[n]) for n in it.nodes))
+        procs = await asyncio.gather(
+            *(fionode.start_fio(self.conns[n], jobs[n], self._fio_env(it, n)) for n in it.nodes)
+        )
         for node, proc in zip(it.nodes, procs, strict=True):
             self.running[node] = proc
             self.rundir.state.node(node).pids.append(proc.pid)
@@ -291,37 +322,71 @@ class Runner:
         (local / fionode.STREAM_FILE).write_text(stream.text)
         (local / fionode.OUT_FILE).write_text(json.dumps(stream.docs[-1], indent=1))
 
-    async def _prepare_target(self, it: Iteration, node: str) -> str | None:
-        """Create a file target's directory (tracked); the file path, or None if not a file."""
+    def _fio_env(self, it: Iteration, node: str) -> dict[str, str]:
+        """fio's environment on `node`: the cluster's conf for the rbd engine."""
+        return self.ceph[node].env() if it.target.kind == "rbd" else {}
+
+    async def _prepare_target(self, it: Iteration, node: str) -> Fill | None:
+        """Make the target usable (a file's directory, a missing RBD image the suite asks to
+        create), tracked for cleanup; how to prefill it, or None if it cannot be."""
         target = it.target.for_node(node)
+        conn, leftovers = self.conns[node], self.rundir.state.node(node)
+        if target.kind == "rbd":
+            return await self._prepare_image(it, node, target)
         if target.kind != "file":
             return None
-        path = fionode.target_path(target, self.workdir(node))
-        leftovers = self.rundir.state.node(node)
-        created = await fionode.make_dirs(self.conns[node], str(PurePosixPath(path).parent))
+        path = target.resolve(self.workdir(node))
+        created = await fionode.make_dirs(conn, str(PurePosixPath(path).parent))
         if created:
             leftovers.dirs.append(created)
         if path not in leftovers.files:
             leftovers.files.append(path)
         self.rundir.save()
-        return path
+        if not it.size:
+            return None
+        job = fionode.prefill_job([("filename", path)], it.size)
+        return Fill(path, job, {}, await fionode.file_size(conn, path) < it.size)
+
+    async def _prepare_image(self, it: Iteration, node: str, target: Target) -> Fill:
+        spec = rbd.image_spec(target)
+        conn, client = self.conns[node], self.ceph[node]
+        leftovers = self.rundir.state.node(node)
+        created = spec in leftovers.rbd_images
+        if not created and (node, spec) not in self._rbd_sizes:
+            info = await rbd.image_info(conn, client, spec)
+            if info is None:
+                if not it.create_image or not it.size:
+                    raise RuntimeError(f"RBD image {spec} on {node} is gone (not to be created)")
+                self.progress.message = f"creating RBD image {spec} ({format_size(it.size)})"
+                await rbd.create_image(conn, client, spec, it.size)
+                leftovers.rbd_images.append(spec)
+                self.rundir.save()
+                created = True
+            else:
+                self._rbd_sizes[(node, spec)] = int(info["size"])
+        size = it.size or self._rbd_sizes[(node, spec)]
+        job = fionode.prefill_job(target_options(target, it.rbd_client, ""), size, "rbd")
+        return Fill(target.text, job, client.env(), created)
 
     async def _prefill(self, it: Iteration) -> None:
-        """Fill each node's file target once before it is measured (`prefill: auto|force|skip`)."""
+        """Fill each node's target before it is measured (`prefill: auto|force|skip`): a file
+        once when it is shorter than the suite's size, an RBD image once when the run
+        created it, on every iteration with `force`."""
         for node in it.nodes:
-            path = await self._prepare_target(it, node)
-            if it.prefill == "skip" or path is None or not it.size:
+            fill = await self._prepare_target(it, node)
+            if it.prefill == "skip" or fill is None:
                 continue
             conn = self.conns[node]
             done = self.rundir.state.node(node).prefilled
-            if it.prefill == "auto" and (
-                path in done or await fionode.file_size(conn, path) >= it.size
-            ):
+            if it.prefill == "auto" and (fill.key in done or not fill.auto):
                 continue
-            self.progress.message = f"prefilling {path} on {node} ({format_size(it.size)})"
+            self.progress.message = f"prefilling {fill.key} on {node}"
             job_path = f"{self.workdir(node)}/prefill.fio"
-            await fionode.upload(conn, job_path, fionode.prefill_job(path, it.size))
-            proc = await conn.start(f"exec fio --output-format=terse {fionode.quote(job_path)}")
+            await fionode.upload(conn, job_path, fill.job)
+            proc = await conn.start(
+                f"exec {fionode.env_prefix(fill.env)}fio --output-format=terse "
+                f"{fionode.quote(job_path)}"
+            )
             self.running[node] = proc
             self.rundir.state.node(node).pids.append(proc.pid)
             self.rundir.save()
@@ -334,13 +399,17 @@ class Runner:
             self.running.pop(node, None)
             if waiter.result() != 0:
                 raise RuntimeError(
-                    f"prefill of {path} on {node} failed: {proc.stderr_tail.strip()[-300:]}"
+                    f"prefill of {fill.key} on {node} failed: {proc.stderr_tail.strip()[-300:]}"
                 )
-            done.append(path)
+            if fill.key not in done:
+                done.append(fill.key)
         self.progress.message = ""
 
     def _record(self, it: Iteration, st: IterationState) -> None:
         """One `wally_test` record per node: the window sensor data is selected by."""
+        if isinstance(it, RpcIteration):
+            self.writer.write(self.rpc.record(it, st))
+            return
         params = json.dumps(it.fio_params(), sort_keys=True)
         points = [
             Point(
@@ -374,7 +443,14 @@ class Runner:
             return
         for name, conn in self.conns.items():
             with contextlib.suppress(SshError, OSError):
-                await fionode.remove_leftovers(conn, self.rundir.state.node(name))
+                failed = await fionode.remove_leftovers(
+                    conn, self.rundir.state.node(name), self.ceph[name]
+                )
+                for spec, why in failed.items():
+                    self.console.print(
+                        f"[yellow]{name}: RBD image {spec} not removed ({why}); "
+                        f"`loadgen cleanup {self.rundir.path}` retries[/]"
+                    )
 
 
 # --- the view ---------------------------------------------------------------------------
@@ -413,6 +489,8 @@ def summary_table(rundir: RunDir) -> Table:
     for col in ("test", "nodes", "status", "IOPS", "MiB/s", "p50 ms", "p95 ms", "p99 ms"):
         table.add_column(col, justify="left" if col in ("test", "status") else "right")
     for st in rundir.state.iterations.values():
+        if "rpc" in st.totals:  # RPC iterations: loadgen.rpcrun.summary_table
+            continue
         t = st.totals or {}
         clat = t.get("clat_ns", {})
         table.add_row(
@@ -445,6 +523,7 @@ def result_json(rundir: RunDir) -> dict:
                 "clat_ns": st.totals.get("clat_ns", {}),
                 "ops": st.totals.get("ops", {}),
                 "errors": st.errors,
+                **({"rpc": st.totals["rpc"]} if "rpc" in st.totals else {}),
                 "start_ns": st.start_ns,
                 "end_ns": st.end_ns,
             }
