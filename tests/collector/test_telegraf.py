@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from collector import schema
+from collector import pollers, schema
 from collector.engine import role_tag
 from collector.inventory import Inventory, inventory_from_dict
 from collector.sensors import ROLE_PROCESSES, procstat_for_roles
@@ -135,7 +135,7 @@ def test_inputs_follow_roles(tmp_path: Path) -> None:
     assert ceph["socket_dir"] == "/var/run/ceph"
     assert (ceph["gather_admin_socket_stats"], ceph["gather_cluster_stats"]) == (True, False)
     rabbit = confs["127.0.0.1:2202"]["inputs"]["rabbitmq"][0]
-    assert rabbit["url"] == "http://localhost:15672"
+    assert rabbit["url"] == pollers.DEFAULT_RABBITMQ_URL  # the same url tag as our poller
     assert rabbit["metric_include"] == ["overview", "node", "queue"]
 
 
