@@ -22,9 +22,9 @@ adding: rates are summed, histograms are added, percentiles are taken afterwards
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -248,8 +248,10 @@ class Grid:
     step_ms: int = STEP_MS
 
     def bucket(self, time_ms: np.ndarray, window_ms: int) -> np.ndarray:
-        mid = np.asarray(time_ms, dtype=np.int64) * 2 - window_ms  # twice the midpoint
-        return (mid - 2 * self.origin_ms) // (2 * self.step_ms) + 1
+        # Twice the midpoint, from the origin: exact integers far below 2**53, so a float
+        # division floors exactly (and is much faster than an int64 floor division).
+        mid = (np.asarray(time_ms, dtype=np.int64) - self.origin_ms) * 2 - window_ms
+        return np.floor(mid / (2 * self.step_ms)).astype(np.int64) + 1
 
     def time_ns(self, bucket: np.ndarray) -> np.ndarray:
         return (self.origin_ms + np.asarray(bucket, dtype=np.int64) * self.step_ms) * 1_000_000
@@ -261,6 +263,58 @@ def grid_for(time_ms: Sequence[np.ndarray], window_ms: int, step_ms: int = STEP_
     if not starts:
         raise FioParseError("no samples in any fio log: cannot place them in time")
     return Grid(min(starts) - window_ms, step_ms)
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """(node, direction, second) of samples as dense int64 codes, one array per source.
+
+    code = (node * 4 + ddir) * span + (bucket - first bucket): consecutive seconds of a
+    series are consecutive codes, so grouping is a table lookup and a bincount, not a sort.
+    """
+
+    codes: list[np.ndarray]
+    first: int
+    span: int
+
+    @classmethod
+    def of(cls, series: Sequence[np.ndarray], buckets: Sequence[np.ndarray]) -> _Keys:
+        first = min(int(b.min()) for b in buckets)
+        last = max(int(b.max()) for b in buckets)
+        if first < 0 or last >= 1 << 40:
+            raise FioParseError(
+                "fio log times are far before the test start: mixed relative/epoch logs?"
+            )
+        span = last - first + 1
+        return cls(
+            [s * span + (b - first) for s, b in zip(series, buckets, strict=True)], first, span
+        )
+
+    def compact(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Codes to group by, sorted, and each source's index into them.
+
+        Dense codes (the usual case) index a table over their whole range directly, which
+        may include codes without samples: callers drop rows that stay empty. Sparse codes
+        (e.g. a stray timestamp) are sorted out with np.unique instead.
+        """
+        lo = min(int(c.min()) for c in self.codes)
+        hi = max(int(c.max()) for c in self.codes)
+        n = sum(len(c) for c in self.codes)
+        if hi - lo <= 4 * n + 4096:
+            return np.arange(lo, hi + 1), [c - lo for c in self.codes]
+        uniq, inv = np.unique(np.concatenate(self.codes), return_inverse=True)
+        return uniq, np.split(inv.ravel(), np.cumsum([len(c) for c in self.codes])[:-1])
+
+    def label(
+        self, uniq: np.ndarray, nodes: Sequence[str], grid: Grid
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """time (ns), node and op of codes."""
+        series = uniq // self.span
+        return (
+            grid.time_ns(self.first + uniq % self.span),
+            np.asarray(nodes, dtype=object)[series // 4],
+            np.asarray(OPS, dtype=object)[series % 4],
+        )
 
 
 def rates_frame(
@@ -281,59 +335,50 @@ def rates_frame(
     if grid is None:
         grid = grid_for([f["time_ms"].to_numpy() for fs in iops_logs.values() for f in fs], window)
     nodes = list(dict.fromkeys([*iops_logs, *bw_logs]))
-    fields: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for field, logs in (("iops", iops_logs), ("bw", bw_logs)):
-        keys, values, jobs = [], [], []
-        for node, frames in logs.items():
-            for f in frames:
-                ddir = f["ddir"].to_numpy()
-                key = (nodes.index(node) * 4 + ddir) << 40 | grid.bucket(
-                    f["time_ms"].to_numpy(), window
-                )
-                if window:
-                    v = f["value"].to_numpy(dtype=np.float64)
-                elif field == "iops":
-                    v = np.ones(len(f))
-                else:
-                    v = f["bs"].to_numpy() / 1024.0
-                uniq, inv = np.unique(key, return_inverse=True)
-                total = np.bincount(inv.ravel(), v, minlength=len(uniq))
-                if window:  # a job's window averages falling in one second: their mean
-                    total /= np.bincount(inv.ravel(), minlength=len(uniq))
-                keys.append(uniq)
-                values.append(total)
-                jobs.append(np.ones(len(uniq), dtype=np.int64))
-        if not keys:
-            continue
-        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
-        summed = np.bincount(inv.ravel(), np.concatenate(values), minlength=len(uniq))
+    jobs = [
+        (field, nodes.index(node), f)
+        for field, logs in (("iops", iops_logs), ("bw", bw_logs))
+        for node, frames in logs.items()
+        for f in frames
+        if len(f)
+    ]
+    if not jobs:
+        return pd.DataFrame(columns=["time", "node", "op", "iops", "bw"])
+    keys = _Keys.of(
+        [n * 4 + f["ddir"].to_numpy() for _, n, f in jobs],
+        [grid.bucket(f["time_ms"].to_numpy(), window) for _, _, f in jobs],
+    )
+    uniq, index = keys.compact()
+    size = len(uniq)
+    acc = {name: (np.zeros(size), np.zeros(size, dtype=np.int64)) for name in ("iops", "bw")}
+    for (field, _, f), idx in zip(jobs, index, strict=True):
+        lines = np.bincount(idx, minlength=size)
+        if window:  # a job's window averages falling in one second: their mean
+            value = np.bincount(idx, f["value"].to_numpy(dtype=np.float64), minlength=size)
+            value /= np.maximum(lines, 1)
+        elif field == "iops":  # one line per I/O
+            value = lines
+        else:
+            value = np.bincount(idx, f["bs"].to_numpy() / 1024.0, minlength=size)
+        total, njobs = acc[field]
+        total += value
+        njobs += lines > 0
+    out_cols = {}
+    for field, (total, njobs) in acc.items():
+        keep = njobs > 0
         if window:
             # fio's helper thread may skip a job's last window: a second that not every
             # job of the node reported would show a false dip, so it is left out.
-            njobs = np.bincount(inv.ravel(), minlength=len(uniq))
-            series, sinv = np.unique(uniq >> 40, return_inverse=True)
-            most = np.zeros(len(series), dtype=np.int64)
-            np.maximum.at(most, sinv.ravel(), njobs)
-            keep = njobs == most[sinv.ravel()]
-            uniq, summed = uniq[keep], summed[keep]
-        fields[field] = (uniq, summed)
-    if not fields:
-        return pd.DataFrame(columns=["time", "node", "op", "iops", "bw"])
-    allkeys = np.unique(np.concatenate([k for k, _ in fields.values()]))
-    out = pd.DataFrame(
-        {
-            "time": grid.time_ns(allkeys & ((1 << 40) - 1)),
-            "node": np.asarray(nodes, dtype=object)[allkeys >> 42],
-            "op": np.asarray(OPS, dtype=object)[(allkeys >> 40) & 3],
-        }
+            series = uniq // keys.span
+            most = np.zeros(int(series.max()) + 1, dtype=np.int64)
+            np.maximum.at(most, series, njobs)
+            keep &= njobs == most[series]
+        out_cols[field] = np.where(keep, total, np.nan)
+    rows = ~(np.isnan(out_cols["iops"]) & np.isnan(out_cols["bw"]))
+    time_ns, node, op = keys.label(uniq[rows], nodes, grid)
+    return pd.DataFrame(
+        {"time": time_ns, "node": node, "op": op, **{k: v[rows] for k, v in out_cols.items()}}
     )
-    for field in ("iops", "bw"):
-        col = np.full(len(allkeys), np.nan)
-        if field in fields:
-            k, v = fields[field]
-            col[np.searchsorted(allkeys, k)] = v
-        out[field] = col
-    return out
 
 
 # --- clat histogram logs --------------------------------------------------------------
@@ -341,41 +386,144 @@ def rates_frame(
 
 @dataclass(frozen=True)
 class HistLog:
-    """One job's clat histogram log: a row per window (end time, direction, delta counts)."""
+    """One job's clat histogram log, sparse: a row per window, an entry per non-zero bin.
 
-    time_ms: np.ndarray  # int64, window end
-    ddir: np.ndarray  # int64
-    bs: np.ndarray  # int64
-    counts: np.ndarray  # int64 (rows, 1856 >> coarseness)
+    Latencies fill a few hundred of the 1856 bins, so parsing, merging and re-gridding
+    work on the non-zero entries; `counts` is the dense (rows, bins) view.
+    """
+
+    time_ms: np.ndarray  # int64 per row: window end
+    ddir: np.ndarray  # int64 per row
+    bs: np.ndarray  # int64 per row
+    row: np.ndarray  # int64 per entry: its row
+    bin: np.ndarray  # int64 per entry: its bin (coarse bins when coarseness > 0)
+    count: np.ndarray  # int64 per entry (a zero entry adds nothing)
     coarseness: int
+
+    @classmethod
+    def from_counts(
+        cls,
+        time_ms: np.ndarray,
+        ddir: np.ndarray,
+        bs: np.ndarray,
+        counts: np.ndarray,
+        coarseness: int,
+    ) -> HistLog:
+        """From dense (rows, 1856 >> coarseness) counts."""
+        row, col = np.nonzero(counts)
+        return cls(
+            *(
+                np.asarray(a, dtype=np.int64)
+                for a in (time_ms, ddir, bs, row, col, counts[row, col])
+            ),
+            coarseness,
+        )
+
+    @property
+    def nbins(self) -> int:
+        return histogram.PLAT_NR >> self.coarseness
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        dense = np.zeros((len(self.time_ms), self.nbins), dtype=np.int64)
+        np.add.at(dense, (self.row, self.bin), self.count)
+        return dense
+
+
+_ZERO, _NINE, _SPACE, _NL = (np.uint8(ord(c)) for c in "09 \n")
+
+
+def _integers(b: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Decimal integers starting at `pos` in bytes `b` (which ends with a newline): their
+    values and end positions. The caller checks that each starts with a digit.
+
+    Digit by digit over the tokens still running: most counts have one or two digits.
+    """
+    value = b[pos].astype(np.int64) - int(_ZERO)
+    end = pos + 1
+    d = b[end] - _ZERO
+    live = np.flatnonzero(d <= 9)
+    d = d[live]
+    while len(live):
+        value[live] = value[live] * 10 + d
+        end[live] += 1
+        d = b[end[live]] - _ZERO
+        more = d <= 9
+        live, d = live[more], d[more]
+    return value, end
 
 
 def read_hist_log(path: str | Path) -> HistLog:
-    """Parse `{prefix}_clat_hist.N.log` (write_hist_log=1) into arrays, no per-row Python."""
+    """Parse `{prefix}_clat_hist.N.log` (write_hist_log=1) into a sparse HistLog.
+
+    fio writes `time, ddir, bs, c0, c1, ...` with "%llu, " (iolog.c): an empty bin is the
+    three bytes "0, ", so a non-zero count is a digit 1-9 after a space, and its column is
+    the previous non-zero one's plus the zero tokens between them (3 bytes each). The work
+    is one vectorised scan of the bytes plus a few operations per non-zero count. Every
+    token gap and line length is checked, so a line of another shape, a stray character in
+    a number or a truncated last line is an error, never a silently wrong count.
+    """
     p = Path(path)
-    first = _first_line(p)
-    if not first:
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise FioParseError(f"{p}: cannot read fio log: {e.strerror}") from None
+    if data.isspace() or not data:
         empty = np.zeros(0, dtype=np.int64)
-        return HistLog(empty, empty, empty, np.zeros((0, histogram.PLAT_NR), np.int64), 0)
-    ncols = first.count(",") + 1
+        return HistLog(empty, empty, empty, empty, empty, empty, 0)
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    ncols = data[: data.index(b"\n")].count(b",") + 1
     try:
         coarseness = histogram.coarseness_for(ncols - 3)
     except ValueError as e:
         raise FioParseError(f"{p}: not a fio clat histogram log: {e}") from None
-    data = p.read_bytes()
-    nrows = data.count(b"\n") + (not data.endswith(b"\n"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # raised when text is bad
-        values = np.fromstring(data.replace(b"\n", b","), dtype=np.int64, sep=",")
-    if values.size != nrows * ncols:
+    b = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(b == _NL)
+    starts = np.r_[0, ends[:-1] + 1]
+    nlines = len(ends)
+    mask = np.greater(b[1:], _ZERO)
+    mask &= b[:-1] == _SPACE
+    tok = np.flatnonzero(mask) + 1
+    time_ms, time_end = _integers(b, starts)
+    value, end = _integers(b, tok)
+    # Tokens per line; each token's column from the gap since the previous one's end.
+    upto = np.searchsorted(tok, ends)
+    first = np.r_[0, upto[:-1]]
+    ntok = upto - first
+    has = np.flatnonzero(ntok)
+    prev_end = np.r_[0, end[:-1]]
+    prev_end[first[has]] = time_end[has]
+    step, gap_rem = np.divmod(tok - prev_end + 1, 3)
+    col = np.cumsum(step)
+    line_base = np.zeros(nlines, dtype=np.int64)
+    line_base[has] = col[first[has]] - step[first[has]]
+    col -= np.repeat(line_base, ntok)
+    # After the last non-zero token of a line, zero tokens fill it up to ncols.
+    last_end, last_col = time_end.copy(), np.zeros(nlines, dtype=np.int64)
+    last_end[has], last_col[has] = end[upto[has] - 1], col[upto[has] - 1]
+    bad_line = (b[starts] - _ZERO > 9) | (ends - last_end != 3 * (ncols - 1 - last_col))
+    not_digit = b[tok] > _NINE
+    if bad_line.any() or not_digit.any() or gap_rem.any() or step.min(initial=1) < 1:
+        bad = not_digit | (gap_rem != 0) | (step < 1)
+        lines = np.r_[np.flatnonzero(bad_line), np.repeat(np.arange(nlines), ntok)[bad]]
         raise FioParseError(
-            f"{p}: bad clat histogram log: expected {nrows} rows of {ncols} integers "
-            f"(as on its first line), read {values.size} integers"
+            f"{p}: bad clat histogram log: line {lines.min() + 1} is not {ncols} integers "
+            f'separated by ", " (as fio writes them, and as on the first line)'
         )
-    a = values.reshape(nrows, ncols)
-    if (a[:, 3:] < 0).any():
-        raise FioParseError(f"{p}: negative histogram counts")
-    return HistLog(a[:, 0], a[:, 1], a[:, 2], a[:, 3:], coarseness)
+    # ddir and bs are the tokens in columns 1 and 2 when non-zero: the first one or two of
+    # their line. They stay in place as empty entries (bin 0, count 0).
+    ddir, bs = np.zeros(nlines, dtype=np.int64), np.zeros(nlines, dtype=np.int64)
+    for k in (0, 1):
+        at = first[has] + k
+        at = at[at < upto[has]]
+        for c, dest in ((1, ddir), (2, bs)):
+            hit = at[col[at] == c]
+            dest[np.searchsorted(upto, hit, side="right")] = value[hit]
+            value[hit] = 0
+            col[hit] = 3
+    line = np.repeat(np.arange(nlines), ntok)
+    return HistLog(time_ms, ddir, bs, line, col - 3, value, coarseness)
 
 
 @dataclass(frozen=True)
@@ -399,28 +547,26 @@ class SecondHistograms:
         return out
 
 
-def _merge_rows(
-    node_codes: np.ndarray,
-    ddir: np.ndarray,
-    buckets: np.ndarray,
-    counts: np.ndarray,
-    nodes: Sequence[str],
-    grid: Grid,
-    coarseness: int,
-) -> SecondHistograms:
-    if len(buckets) and (buckets.min() < 0 or buckets.max() >= 1 << 40):
-        raise FioParseError(
-            "fio log times are far before the test start: mixed relative/epoch logs?"
-        )
-    key = (node_codes.astype(np.int64) * 4 + ddir) << 40 | buckets
-    uniq, summed = histogram.group_sum(key, counts)
-    return SecondHistograms(
-        grid.time_ns(uniq & ((1 << 40) - 1)),
-        np.asarray(nodes, dtype=object)[uniq >> 42],
-        np.asarray(OPS, dtype=object)[(uniq >> 40) & 3],
-        summed,
-        coarseness,
+def _merge_hist_rows(
+    logs: Sequence[tuple[int, HistLog]], grid: Grid, log_hist_msec: int
+) -> tuple[_Keys, np.ndarray, np.ndarray]:
+    """Add every log's entries into one histogram per (node, direction, second).
+
+    Returns the keys, the sorted distinct codes and the (codes, bins) counts.
+    """
+    keys = _Keys.of(
+        [i * 4 + h.ddir for i, h in logs],
+        [grid.bucket(h.time_ms, log_hist_msec) for _, h in logs],
     )
+    uniq, index = keys.compact()
+    nbins = logs[0][1].nbins
+    dense = np.zeros(len(uniq) * nbins, dtype=np.int64)
+    for (_, h), out_row in zip(logs, index, strict=True):
+        np.add.at(dense, (out_row * nbins)[h.row] + h.bin, h.count)
+    rows = np.zeros(len(uniq), dtype=bool)
+    for out_row in index:
+        rows[out_row] = True
+    return keys, uniq[rows], dense.reshape(len(uniq), nbins)[rows]
 
 
 def merge_hist_logs(
@@ -442,15 +588,8 @@ def merge_hist_logs(
         )
     if grid is None:
         grid = grid_for([h.time_ms for _, h in all_logs], log_hist_msec)
-    return _merge_rows(
-        np.concatenate([np.full(len(h.time_ms), i) for i, h in all_logs]),
-        np.concatenate([h.ddir for _, h in all_logs]),
-        np.concatenate([grid.bucket(h.time_ms, log_hist_msec) for _, h in all_logs]),
-        np.concatenate([h.counts for _, h in all_logs]),
-        nodes,
-        grid,
-        coarse.pop(),
-    )
+    keys, uniq, counts = _merge_hist_rows(all_logs, grid, log_hist_msec)
+    return SecondHistograms(*keys.label(uniq, nodes, grid), counts, coarse.pop())
 
 
 def clat_log_histograms(
@@ -463,24 +602,18 @@ def clat_log_histograms(
         raise FioParseError("no samples in any clat log")
     if grid is None:
         grid = grid_for([f["time_ms"].to_numpy() for _, f in frames], 0)
-    node = np.concatenate([np.full(len(f), i, dtype=np.int64) for i, f in frames])
-    t = np.concatenate([f["time_ms"].to_numpy() for _, f in frames])
-    ddir = np.concatenate([f["ddir"].to_numpy() for _, f in frames])
-    bins = histogram.value_to_bin(np.concatenate([f["value"].to_numpy() for _, f in frames]))
-    key = (node * 4 + ddir) << 40 | grid.bucket(t, 0)
-    uniq, inv = np.unique(key, return_inverse=True)
-    dense = np.bincount(
-        inv.ravel() * histogram.PLAT_NR + bins, minlength=len(uniq) * histogram.PLAT_NR
+    keys = _Keys.of(
+        [i * 4 + f["ddir"].to_numpy() for i, f in frames],
+        [grid.bucket(f["time_ms"].to_numpy(), 0) for _, f in frames],
     )
-    return _merge_rows(
-        uniq >> 42,
-        (uniq >> 40) & 3,
-        uniq & ((1 << 40) - 1),
-        dense.reshape(len(uniq), histogram.PLAT_NR).astype(np.int64),
-        nodes,
-        grid,
-        0,
-    )
+    uniq, index = keys.compact()
+    counts = np.zeros(len(uniq) * histogram.PLAT_NR, dtype=np.int64)
+    for (_, f), row in zip(frames, index, strict=True):
+        flat = row * histogram.PLAT_NR + histogram.value_to_bin(f["value"].to_numpy())
+        counts += np.bincount(flat, minlength=len(counts))
+    counts = counts.reshape(len(uniq), histogram.PLAT_NR)
+    rows = counts.any(axis=1)
+    return SecondHistograms(*keys.label(uniq[rows], nodes, grid), counts[rows], 0)
 
 
 def lat_frame(h: SecondHistograms) -> pd.DataFrame:

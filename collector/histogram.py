@@ -67,16 +67,17 @@ def fio_bin_values() -> np.ndarray:
 
 
 def value_to_bin(values_ns: np.ndarray) -> np.ndarray:
-    """fio's plat_val_to_idx, vectorised: the fine bin of each latency (ns)."""
+    """fio's plat_val_to_idx, vectorised: the fine bin of each latency (ns).
+
+    For v >= 128 fio takes the 7 leading bits: with v = m * 2**e (frexp, 0.5 <= m < 1) that
+    is floor(m * 128), exact in float64 (v < 2**53), in group e - 7.
+    """
     v = np.asarray(values_ns, dtype=np.int64)
-    if (v < 0).any():
+    if v.size and v.min() < 0:
         raise ValueError("latencies must be >= 0 ns")
-    # Values past 2^40 ns land in the last bin anyway; below 2^53 float64 is exact.
-    v = np.minimum(v, np.int64(1) << 40)
-    msb = np.frexp(v.astype(np.float64))[1].astype(np.int64) - 1
-    err = np.maximum(msb - PLAT_BITS, 0)
-    idx = ((err + 1) << PLAT_BITS) + ((PLAT_VAL - 1) & (v >> err))
-    idx = np.where(msb <= PLAT_BITS, v, idx)
+    m, e = np.frexp(v.astype(np.float64))
+    idx = (e.astype(np.int64) - 7) * PLAT_VAL + (m * 2 * PLAT_VAL).astype(np.int64)
+    idx = np.where(v < 2 * PLAT_VAL, v, idx)
     return np.minimum(idx, PLAT_NR - 1)
 
 

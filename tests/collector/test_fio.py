@@ -216,16 +216,73 @@ def test_bad_logs_name_the_file(tmp_path: Path) -> None:
     assert len(fio.read_log(empty)) == 0
 
 
+def _write_hist_text(path: Path, counts: np.ndarray, ddir: np.ndarray, newline: bool) -> None:
+    """A histogram log in fio's own layout ("%llu, " per value, iolog.c)."""
+    t = 1_795_000_000_000 + 1000 * np.arange(1, len(counts) + 1)
+    rows = np.column_stack([t, ddir, np.full(len(counts), 4096), counts])
+    text = "\n".join(", ".join(map(str, r)) for r in rows.tolist())
+    path.write_text(text + ("\n" if newline else ""))
+
+
+@pytest.mark.parametrize("coarseness", [0, 2])
+def test_hist_log_parse_is_exact(tmp_path: Path, coarseness: int) -> None:
+    # Counts of every width (0 .. 10^9), empty rows, all directions, with and without the
+    # final newline: the sparse parse must equal a plain text parse of the same file.
+    rng = np.random.default_rng(coarseness)
+    nbins = histogram.PLAT_NR >> coarseness
+    counts = np.where(
+        rng.random((40, nbins)) < 0.2, 10 ** rng.integers(0, 10, (40, nbins)), 0
+    ) * rng.integers(1, 10, (40, nbins))
+    counts[5] = 0
+    counts[7, :] = 7
+    ddir = rng.integers(0, 3, 40)
+    for newline in (True, False):
+        path = tmp_path / f"t_clat_hist.{int(newline)}.log"
+        _write_hist_text(path, counts, ddir, newline)
+        h = fio.read_hist_log(path)
+        text = np.loadtxt(path, delimiter=",", dtype=np.int64)
+        assert h.coarseness == coarseness
+        np.testing.assert_array_equal(h.time_ms, text[:, 0])
+        np.testing.assert_array_equal(h.ddir, text[:, 1])
+        np.testing.assert_array_equal(h.bs, text[:, 2])
+        np.testing.assert_array_equal(h.counts, text[:, 3:])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda line: line[: len(line) // 2],  # truncated (fio killed mid-write)
+        lambda line: line.replace(", 0, ", ", x, ", 1),
+        lambda line: line.replace(", 0, ", ", 1.5, ", 1),
+        lambda line: line.replace(", 0, ", ", -1, ", 1),
+        lambda line: line.replace(", 0, ", ", 0, 0, ", 1),  # one value too many
+        lambda line: line.replace(", 0, ", ",0, ", 1),
+    ],
+)
+def test_damaged_hist_log_names_file_and_line(tmp_path: Path, damage) -> None:
+    path = tmp_path / "t_clat_hist.1.log"
+    counts = np.zeros((3, histogram.PLAT_NR), dtype=np.int64)
+    counts[:, 300] = 12
+    _write_hist_text(path, counts, np.zeros(3, dtype=np.int64), newline=True)
+    lines = path.read_text().splitlines()
+    lines[1] = damage(lines[1])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(
+        fio.FioParseError, match=r"t_clat_hist\.1\.log: bad clat histogram log: line 2 "
+    ):
+        fio.read_hist_log(path)
+
+
 def test_regrid_sums_jobs_and_nodes_on_common_seconds() -> None:
     # Two nodes whose windows end 300 ms apart still land in the same seconds.
-    a = fio.HistLog(
+    a = fio.HistLog.from_counts(
         np.array([11_000, 12_000]),
         np.array([0, 0]),
         np.array([4096, 4096]),
         histogram.coarsen(np.eye(2, histogram.PLAT_NR, 500, dtype=np.int64) * 3, 2),
         2,
     )
-    b = fio.HistLog(a.time_ms + 300, a.ddir, a.bs, a.counts * 2, 2)
+    b = fio.HistLog.from_counts(a.time_ms + 300, a.ddir, a.bs, a.counts * 2, 2)
     h = fio.merge_hist_logs({"n1": [a, a], "n2": [b]})
     assert list(h.time_ns) == [11_000_000_000, 12_000_000_000] * 2
     assert list(h.node) == ["n1", "n1", "n2", "n2"]
