@@ -28,7 +28,7 @@ import grafanalib.core as G
 from grafanalib._gen import DashboardEncoder
 from grafanalib.influxdb import InfluxDBTarget
 
-from collector import schema
+from collector import grafana, schema
 from collector.influx import quote_ident, quote_literal
 
 DATASOURCE_UID = "wally-influxdb"
@@ -368,7 +368,7 @@ def nic_var() -> G.Template:
     )
 
 
-RUN_VAR = "run"
+RUN_VAR = grafana.RUN_VAR
 
 
 def run_var(kind: str | None = None) -> G.Template:

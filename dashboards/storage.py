@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector import schema
+from collector import grafana, schema
 from dashboards import panels as P
 from dashboards import resources as R
 
-UID = "wally-storage"
+UID = grafana.STORAGE_DASHBOARD_UID
 CLIENT_VAR = "client"
 OP_VAR = "op"
 TEST_KIND = "fio"

@@ -11,10 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
+from collector.grafana import run_url
 from collector.inventory import load_inventory
 from dashboards import panels as P
 from dashboards import provisioning, storage
-from dashboards.links import run_url
 
 ROOT = Path(__file__).parents[2]
 DOCKER = ROOT / "docker"

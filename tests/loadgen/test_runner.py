@@ -206,3 +206,20 @@ def test_missing_device_and_missing_fio_are_reported_together(influx, tmp_path):
     assert "fio is not installed" in r.stderr
     r = _run(["run", str(plan), "--runs-dir", str(tmp_path / "runs")], influx, tmp_path)
     assert "/dev/wally-no-such-device is not a block device" in r.stderr
+
+
+def test_dashboard_link_is_printed_when_grafana_is_configured(influx, tmp_path):
+    plan = _write(
+        tmp_path, _plan([_suite(runtime=1, target="t")], [{"uri": "local", "roles": ["testnode"]}])
+    )
+    r = _run(
+        ["run", str(plan), "--runs-dir", str(tmp_path / "runs"), "--json"],
+        influx,
+        tmp_path,
+        env={"WALLY_GRAFANA_URL": "http://grafana.example:3000"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_id = json.loads(r.stdout)["run_id"]
+    assert "live: http://grafana.example:3000/d/wally-storage/?orgId=1&from=" in r.stderr
+    final = [line for line in r.stderr.splitlines() if line.startswith("dashboard: ")]
+    assert final and f"var-run={run_id}" in final[0] and "to=now" not in final[0]
