@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +17,7 @@ import numpy as np
 from collector import fio as fioparse
 from collector import histogram
 from collector.ssh import NodeConnection, NodeProcess, quote
+from loadgen import rbd
 from loadgen.jobfile import JOB_FILE, JobFile
 from loadgen.plan import Iteration, Target, format_size
 from loadgen.rundir import NodeLeftovers
@@ -95,17 +97,18 @@ async def file_size(conn: NodeConnection, path: str) -> int:
     return int(res.out) if res.rc == 0 and res.out.strip().isdigit() else 0
 
 
-def prefill_job(path: str, size: int) -> str:
-    """One sequential pass writing every byte of the target: later reads hit real data."""
+def prefill_job(target: Sequence[tuple[str, str]], size: int, engine: str = "libaio") -> str:
+    """One sequential pass writing every byte of the target (`filename=` of a file, or
+    `pool=`/`rbdname=`/`clientname=` of an RBD image): later reads hit real data."""
     return "\n".join(
         [
             "[prefill]",
-            f"filename={path}",
+            *(f"{k}={v}" for k, v in target),
             f"size={size}",
             "rw=write",
             "bs=1m",
             "iodepth=8",
-            "ioengine=libaio",
+            f"ioengine={engine}",
             "direct=1",
             "end_fsync=1",
             "",
@@ -113,9 +116,16 @@ def prefill_job(path: str, size: int) -> str:
     )
 
 
-def fio_command(job_path: str) -> str:
+def env_prefix(env: Mapping[str, str] | None) -> str:
+    """`env K=V ` in front of a command; with `exec`, the PID stays the command's own."""
+    if not env:
+        return ""
+    return "env " + " ".join(f"{k}={quote(v)}" for k, v in env.items()) + " "
+
+
+def fio_command(job_path: str, env: Mapping[str, str] | None = None) -> str:
     """fio with json+ on stdout and an interim document every second (live view)."""
-    return f"exec fio --output-format=json+ --status-interval=1 {quote(job_path)}"
+    return f"exec {env_prefix(env)}fio --output-format=json+ --status-interval=1 {quote(job_path)}"
 
 
 async def upload(conn: NodeConnection, path: str, text: str) -> None:
@@ -126,10 +136,13 @@ async def upload(conn: NodeConnection, path: str, text: str) -> None:
         raise OSError(f"{conn.node.name}: cannot write {path}: {res.err.strip()}")
 
 
-async def start_fio(conn: NodeConnection, job: JobFile) -> NodeProcess:
+async def start_fio(
+    conn: NodeConnection, job: JobFile, env: Mapping[str, str] | None = None
+) -> NodeProcess:
+    """Upload the job file and start fio in its directory (`env`: e.g. CEPH_CONF for rbd)."""
     await upload(conn, job.path, job.text)
     return await conn.start(
-        f"cd {quote(str(PurePosixPath(job.path).parent))} && {fio_command(job.path)}"
+        f"cd {quote(str(PurePosixPath(job.path).parent))} && {fio_command(job.path, env)}"
     )
 
 
@@ -202,9 +215,16 @@ async def fetch(conn: NodeConnection, job: JobFile, local: Path) -> list[str]:
     return [f"{remote_dir}/{n}" for n in names]
 
 
-async def remove_leftovers(conn: NodeConnection, left: NodeLeftovers) -> None:
-    """Remove what a run created on the node: files, then directories, then its work dir
-    and the work dir's parent if no other node of the run (on the same host) still uses it."""
+async def remove_leftovers(
+    conn: NodeConnection, left: NodeLeftovers, ceph: rbd.CephClient | None = None
+) -> dict[str, str]:
+    """Remove what a run created on the node: RBD images, files, then directories, then its
+    work dir and the work dir's parent if no other node of the run (on the same host) still
+    uses it. Returns the images that could not be removed (they stay recorded), with why."""
+    failed = await rbd.remove_images(conn, ceph or rbd.CephClient(), left.rbd_images)
+    removed = {*left.files, *(f"rbd:{s}" for s in left.rbd_images if s not in failed)}
+    left.prefilled = [p for p in left.prefilled if p not in removed]
+    left.rbd_images = list(failed)
     if left.files:
         await conn.run("rm -f -- " + " ".join(quote(p) for p in left.files))
     dirs = [*left.dirs, left.workdir] if left.workdir else list(left.dirs)
@@ -215,6 +235,7 @@ async def remove_leftovers(conn: NodeConnection, left: NodeLeftovers) -> None:
             f"rmdir --ignore-fail-on-non-empty -- {quote(str(PurePosixPath(left.workdir).parent))}"
         )
     left.files, left.dirs = [], []
+    return failed
 
 
 async def kill_run_pids(conn: NodeConnection, pids: list[int], workdir: str) -> int:

@@ -74,7 +74,7 @@ def fio_argv(job_path: str, json_path: str, fio: str = "fio") -> tuple[str, ...]
     return (fio, "--output-format=json+", f"--output={json_path}", job_path)
 
 
-def _target_options(target: Target, rbd_client: str, base_dir: str) -> list[tuple[str, str]]:
+def target_options(target: Target, rbd_client: str, base_dir: str) -> list[tuple[str, str]]:
     if target.kind == "rbd":
         return [("pool", target.pool), ("rbdname", target.image), ("clientname", rbd_client)]
     return [("filename", check_fio_text(target.resolve(base_dir), "target", filename=True))]
@@ -93,7 +93,7 @@ def render(it: Iteration, node: str, workdir: str, base_dir: str) -> JobFile:
     prefix = str(work / LOG_PREFIX)
     options: list[tuple[str, str]] = [
         ("ioengine", it.engine),
-        *_target_options(target, it.rbd_client, base_dir),
+        *target_options(target, it.rbd_client, base_dir),
     ]
     if it.size is not None:
         options.append(("size", format_size(it.size)))

@@ -509,6 +509,9 @@ class Suite(_RunSettings):
     prefill: Literal["auto", "force", "skip"] = "auto"
     keep_files: bool = False
     rbd_client: Name = "admin"
+    create_image: bool = Field(
+        False, description="RBD target: the run creates the image (of `size`) if it is missing"
+    )
     options: FioOptions = Field(default_factory=dict)
 
     @field_validator("profile")
@@ -566,6 +569,7 @@ class Iteration:
     prefill: str
     keep_files: bool
     rbd_client: str
+    create_image: bool = False
     options: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -608,6 +612,7 @@ class Iteration:
             "params": self.fio_params(),
             "prefill": self.prefill,
             "keep_files": self.keep_files,
+            "create_image": self.create_image,
             "expected_duration_s": self.expected_duration,
         }
 
@@ -778,6 +783,10 @@ def _compile_suite(
             fail("target", f"on node {node!r}: {exc}")
     if target.kind == "file" and suite.size is None:
         fail("size", f"a file target ({target}) needs a size (fio lays the file out), like 10G")
+    if suite.create_image and target.kind != "rbd":
+        fail("create_image", f"create_image is for RBD targets rbd:POOL/IMAGE, not {target}")
+    elif suite.create_image and suite.size is None:
+        fail("size", f"create_image needs the size of the image to create ({target}), like 10G")
     if suite.rwmixread is not None and profile is not None:
         rws = suite.rw or [rw for g in profile.groups for rw in g.rw]
         if not MIXED_RW.intersection(rws):
@@ -841,6 +850,7 @@ def _compile_suite(
                 prefill=suite.prefill,
                 keep_files=suite.keep_files,
                 rbd_client=suite.rbd_client,
+                create_image=suite.create_image,
                 options=tuple((k, fio_option_value(o)) for k, o in options.items()),
                 **v,
             )

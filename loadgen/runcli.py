@@ -17,7 +17,7 @@ from collector.inventory import Inventory, load_inventory
 from collector.liveview import node_table, show_while
 from collector.ssh import SshError, connect
 from collector.writer import InfluxWriter
-from loadgen import fionode
+from loadgen import fionode, rbd
 from loadgen.plan import compile_plan
 from loadgen.rundir import RunDir
 from loadgen.runner import (
@@ -40,7 +40,7 @@ def _execute(
     fail_fast: bool,
     as_json: bool,
 ) -> None:
-    plan = compile_plan(inventory)
+    plan = compile_plan(inventory, osd_count=rundir.state.osd_count)
     (rundir.path / "plan.txt").write_text(
         "\n".join(f"{it.name}\t{','.join(it.nodes)}\t{json.dumps(it.fio_params())}" for it in plan)
         + "\n"
@@ -133,7 +133,15 @@ def run_cmd(
     """
     inventory = load_inventory(plan)
     compile_plan(inventory)  # bad plans fail here, before a run directory exists
+    try:
+        osd_count, note = rbd.osd_count_for_plan(inventory)
+    except rbd.RbdError as e:
+        raise click.ClickException(f"pre-flight failed, nothing was started:\n{e}") from None
+    if note:
+        Console(stderr=True).print(note)
     rundir = RunDir.create(runs_dir, plan.read_text(), str(plan))
+    rundir.state.osd_count = osd_count
+    rundir.save()
     _execute(inventory, rundir, db, keep_files, fail_fast, as_json)
 
 
@@ -162,7 +170,8 @@ def resume_cmd(
 @click.command("cleanup")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def cleanup_cmd(run_dir: Path) -> None:
-    """Remove whatever a run left on its nodes: fio processes (by PID), test files, work dirs.
+    """Remove whatever a run left on its nodes: fio processes (by PID), test files, work dirs
+    and the RBD images it created.
 
     \b
     Example:
@@ -170,6 +179,7 @@ def cleanup_cmd(run_dir: Path) -> None:
     """
     rundir = RunDir.load(run_dir)
     inventory = load_inventory(rundir.config_path)
+    ceph = rbd.ceph_clients(inventory)
 
     async def go() -> list[str]:
         errors = []
@@ -181,13 +191,14 @@ def cleanup_cmd(run_dir: Path) -> None:
                 continue
             try:
                 killed = await fionode.kill_run_pids(conn, left.pids, left.workdir)
-                await fionode.remove(
-                    conn, left.files, [*left.dirs, left.workdir] if left.workdir else left.dirs
-                )
+                files, images = len(left.files), len(left.rbd_images)
+                failed = await fionode.remove_leftovers(conn, left, ceph[name])
                 click.echo(
-                    f"{name}: stopped {killed} process(es), removed {len(left.files)} file(s) and the work dir"
+                    f"{name}: stopped {killed} process(es), removed {files} file(s), "
+                    f"{images - len(failed)} RBD image(s) and the work dir"
                 )
-                left.files, left.dirs, left.pids = [], [], []
+                left.pids = []
+                errors += [f"{name}: RBD image {s} not removed: {why}" for s, why in failed.items()]
             finally:
                 await conn.close()
         rundir.save()

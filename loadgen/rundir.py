@@ -39,6 +39,8 @@ class NodeLeftovers:
     dirs: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     prefilled: list[str] = field(default_factory=list)
+    # RBD images (POOL/IMAGE) the run created: removed with `rbd rm` at cleanup.
+    rbd_images: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +64,9 @@ class RunState:
     status: str = RUNNING
     started_ns: int = 0
     ended_ns: int = 0
+    # OSDs counted on the Ceph root node when the plan's QD sweep came from it (resume
+    # compiles the same iterations with it).
+    osd_count: int | None = None
     iterations: dict[str, IterationState] = field(default_factory=dict)
     nodes: dict[str, NodeLeftovers] = field(default_factory=dict)
 
