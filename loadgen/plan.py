@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -46,6 +46,9 @@ from collector.inventory import (
     _from_validation,
     _marks,
 )
+
+if TYPE_CHECKING:
+    from loadgen.rpcplan import RpcIteration
 
 DEFAULT_ROLE = "testnode"
 # fio start, file open, JSON write and the SSH round trips around one iteration.
@@ -620,14 +623,14 @@ class Iteration:
 @dataclass(frozen=True)
 class CompiledPlan:
     source: str
-    iterations: tuple[Iteration, ...]
+    iterations: tuple[Iteration | RpcIteration, ...]
 
     @property
     def total_duration(self) -> float:
         """Iterations run one after another (synchronously on all their nodes)."""
         return sum(it.expected_duration for it in self.iterations)
 
-    def __iter__(self) -> Iterator[Iteration]:
+    def __iter__(self) -> Iterator[Iteration | RpcIteration]:
         return iter(self.iterations)
 
     def __len__(self) -> int:
@@ -674,13 +677,17 @@ def load_plan(inventory: Inventory) -> tuple[PlanSection, Where, str]:
     """The validated plan of a lab config, how to point at its lines, and its directory."""
     base_dir = str(Path(inventory.source).parent)
     section = inventory.section("plan", PlanSection)
+    where: Where = lambda loc, msg: str(inventory.error(("plan", *loc), msg))  # noqa: E731
+    if section is None and (inventory.config.model_extra or {}).get("rpc") is not None:
+        # RPC campaigns only (loadgen.rpcplan): no fio suites
+        return PlanSection.model_construct(include=None, suites=[]), where, base_dir
     if section is None:
         raise PlanError(
-            f"{inventory.source}: no `plan:` section; expected plan: {{suites: [...]}} "
-            "or plan: {include: FILE} (see examples/local.yaml)"
+            f"{inventory.source}: no `plan:` section; expected plan: {{suites: [...]}}, "
+            "plan: {include: FILE} or rpc: {broker: ..., campaigns: [...]} (see examples/local.yaml)"
         )
     if not section.include:
-        return section, lambda loc, msg: str(inventory.error(("plan", *loc), msg)), base_dir
+        return section, where, base_dir
     path = Path(section.include).expanduser()
     path = path if path.is_absolute() else Path(base_dir) / path
     if not path.is_file():
@@ -705,8 +712,12 @@ def compile_plan(inventory: Inventory, *, osd_count: int | None = None) -> Compi
     """Validate the lab config's plan and expand it into iterations, in plan order.
 
     `osd_count`, when known, replaces the QD sweep of profiles that set qd_from_osd_count.
-    All problems of the plan are reported together in one PlanError.
+    All problems of the plan are reported together in one PlanError. RPC campaigns (the
+    `rpc:` section, `loadgen.rpcplan`) run after the fio suites; either may be absent.
     """
+    from loadgen.rpcplan import compile_rpc  # it builds on this module
+
+    rpc = compile_rpc(inventory)
     section, where, base_dir = load_plan(inventory)
     errors: list[str] = []
     iterations: list[Iteration] = []
@@ -730,7 +741,7 @@ def compile_plan(inventory: Inventory, *, osd_count: int | None = None) -> Compi
         raise PlanError("\n".join([head, *("  " + e for e in errors)]))
     return CompiledPlan(
         inventory.source,
-        tuple(replace(it, index=n) for n, it in enumerate(iterations, start=1)),
+        tuple(replace(it, index=n) for n, it in enumerate([*iterations, *rpc], start=1)),
     )
 
 
@@ -884,8 +895,10 @@ def format_duration(seconds: float) -> str:
 def plan_table(plan: CompiledPlan) -> Table:
     """One row per iteration: what fio will do, on which roles, and how long it should take.
 
-    What is the same for a whole suite (target, size, engine) goes in the caption.
+    What is the same for a whole suite (target, size, engine) goes in the caption. RPC
+    iterations have their own table (`loadgen.rpcplan.rpc_table`).
     """
+    fio = [it for it in plan.iterations if isinstance(it, Iteration)]
     table = Table(
         title=f"Test plan {plan.source}", show_footer=True, box=box.SIMPLE_HEAD, pad_edge=False
     )
@@ -895,10 +908,11 @@ def plan_table(plan: CompiledPlan) -> Table:
             justify="right" if col in ("#", "bs", "qd", "jobs", "ramp+run") else "left",
             no_wrap=col != "also",
         )
-    table.add_column("est.", justify="right", footer=format_duration(plan.total_duration))
-    table.columns[1].footer = f"{len(plan)} iterations"
+    total = sum(it.expected_duration for it in fio)
+    table.add_column("est.", justify="right", footer=format_duration(total))
+    table.columns[1].footer = f"{len(fio)} iterations"
     suites: dict[str, str] = {}
-    for it in plan.iterations:
+    for it in fio:
         extra = {"rwmixread": it.rwmixread, "rate_iops": it.rate_iops, **dict(it.options)}
         if not it.direct:
             extra["direct"] = 0

@@ -20,6 +20,7 @@ from collector.writer import InfluxWriter
 from loadgen import fionode, rbd
 from loadgen.plan import compile_plan
 from loadgen.rundir import RunDir
+from loadgen.rpcrun import summary_table as rpc_summary_table
 from loadgen.runner import (
     RunInterrupted,
     Runner,
@@ -42,7 +43,9 @@ def _execute(
 ) -> None:
     plan = compile_plan(inventory, osd_count=rundir.state.osd_count)
     (rundir.path / "plan.txt").write_text(
-        "\n".join(f"{it.name}\t{','.join(it.nodes)}\t{json.dumps(it.fio_params())}" for it in plan)
+        "\n".join(
+            f"{it.name}\t{','.join(it.nodes)}\t{json.dumps(it.to_dict()['params'])}" for it in plan
+        )
         + "\n"
     )
     client = db.client(inventory.config.influx.model_dump())
@@ -93,6 +96,9 @@ def _execute(
         f"results: {rundir.path} (InfluxDB {client.url} / {client.database}, run {rundir.state.run_id})"
     )
     if as_json:
+    rpc_table = rpc_summary_table(rundir)
+    if rpc_table is not None:
+        console.print(rpc_table)
         click.echo(json.dumps(result_json(rundir), indent=1))
     if interrupted:
         console.print(f"interrupted: resume with `loadgen resume {rundir.path}`")
