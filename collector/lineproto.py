@@ -286,9 +286,14 @@ def _format_column(
         return list(map(repr, floats.tolist())), present, ""
     if ftype is bool:
         return np.where(values.astype(bool), "true", "false").tolist(), present, ""
-    return [
-        escape_string_field(str(v), what) if p else "" for v, p in zip(values, present, strict=True)
-    ], present, ""
+    return (
+        [
+            escape_string_field(str(v), what) if p else ""
+            for v, p in zip(values, present, strict=True)
+        ],
+        present,
+        "",
+    )
 
 
 def _infer_type(col: pd.Series) -> type:
