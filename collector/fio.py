@@ -419,6 +419,12 @@ class HistLog:
             coarseness,
         )
 
+    @classmethod
+    def empty(cls) -> HistLog:
+        """A log without windows (fio wrote nothing, or an empty file)."""
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none, none, none, none, 0)
+
     @property
     def nbins(self) -> int:
         return histogram.PLAT_NR >> self.coarseness
@@ -469,8 +475,7 @@ def read_hist_log(path: str | Path) -> HistLog:
     except OSError as e:
         raise FioParseError(f"{p}: cannot read fio log: {e.strerror}") from None
     if data.isspace() or not data:
-        empty = np.zeros(0, dtype=np.int64)
-        return HistLog(empty, empty, empty, empty, empty, empty, 0)
+        return HistLog.empty()
     if not data.endswith(b"\n"):
         data += b"\n"
     ncols = data[: data.index(b"\n")].count(b",") + 1

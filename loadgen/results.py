@@ -23,6 +23,7 @@ import pandas as pd
 
 from collector import fio, histogram, schema
 from collector.writer import InfluxWriter
+from loadgen.jobfile import LOG_MSEC
 
 PERCENTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0, "p99.9": 99.9}
 
@@ -50,7 +51,19 @@ class IterationTotals:
 
 
 def _logs(node_dir: Path, kind: str) -> list[Path]:
-    return sorted(node_dir.glob(f"*_{kind}.*.log"))
+    """`*_{kind}.N.log` in job order: N is the job's number (1-based), `.10` after `.9`."""
+    return sorted(node_dir.glob(f"*_{kind}.*.log"), key=lambda p: int(p.suffixes[-2][1:]))
+
+
+def _hist_logs_by_job(node_dir: Path, njobs: int) -> list[fio.HistLog]:
+    """Job i's histogram log at index i (empty if fio wrote none for it)."""
+    logs = [fio.HistLog.empty() for _ in range(njobs)]
+    for p in _logs(node_dir, "clat_hist"):
+        n = int(p.suffixes[-2][1:])
+        if not 1 <= n <= njobs:
+            raise fio.FioParseError(f"{p}: job {n} is not one of the {njobs} jobs in out.json")
+        logs[n - 1] = fio.read_hist_log(p)
+    return logs
 
 
 def complete_hist_logs(doc: dict, logs: Sequence[fio.HistLog]) -> list[fio.HistLog]:
@@ -66,7 +79,7 @@ def complete_hist_logs(doc: dict, logs: Sequence[fio.HistLog]) -> list[fio.HistL
             total = histogram.coarsen(fio.json_clat_bins({"jobs": [job]}, op), log.coarseness)
             rest = total - log.counts[log.ddir == ddir].sum(axis=0)
             if rest.any():
-                rows_t.append(np.array([max(end_ms, *log.time_ms[-1:])], np.int64))
+                rows_t.append(np.array([max([end_ms, *log.time_ms[-1:]])], np.int64))
                 rows_d.append(np.array([ddir], np.int64))
                 rows_c.append(np.clip(rest, 0, None)[None, :])
         out.append(
@@ -134,17 +147,22 @@ def ingest_iteration(
             op.io_bytes += row["io_bytes"]
         iops_logs[node] = [fio.read_log(p) for p in _logs(node_dir, "iops")]
         bw_logs[node] = [fio.read_log(p) for p in _logs(node_dir, "bw")]
-        logged = [fio.read_hist_log(p) for p in _logs(node_dir, "clat_hist")]
-        hist_logs[node] = complete_hist_logs(fio.read_json(out), logged)
+        doc = fio.read_json(out)
+        logged = _hist_logs_by_job(node_dir, len(doc["jobs"]))
+        hist_logs[node] = complete_hist_logs(doc, logged)
 
     const = {"run": run, "test": test, "bs": tags["bs"], "qd": tags["qd"]}
+    # One grid for rates and latencies, so their per-second points share timestamps.
+    starts = [f["time_ms"].to_numpy() for fs in iops_logs.values() for f in fs]
+    starts += [h.time_ms for hs in hist_logs.values() for h in hs]
+    grid = fio.grid_for(starts, LOG_MSEC) if any(len(t) for t in starts) else None
     if any(iops_logs.values()):
-        rates = fio.rates_frame(iops_logs, bw_logs, log_avg_msec=1000)
+        rates = fio.rates_frame(iops_logs, bw_logs, log_avg_msec=LOG_MSEC, grid=grid)
         writer.write_frame(rates, "fio", ["node", "op"], ["iops", "bw"], "time", const)
 
     clat: dict[str, float] = {}
     if any(hist_logs.values()):
-        seconds = fio.merge_hist_logs(hist_logs)
+        seconds = fio.merge_hist_logs(hist_logs, LOG_MSEC, grid)
         lat = fio.lat_frame(seconds)
         writer.write_frame(
             lat, "fio_lat", ["node", "op"], [*fio.LAT_FIELDS, "count"], "time", const
@@ -163,11 +181,8 @@ def ingest_iteration(
         )
         totals = seconds.totals()
         for op_name, op in ops.items():
-            counts = sum(
-                (c for (n, o), c in totals.items() if o == op_name),
-                np.zeros(histogram.PLAT_NR, np.int64),
-            )
-            op.clat_ns = _percentiles(counts, seconds.coarseness)
+            if ("*", op_name) in totals:
+                op.clat_ns = _percentiles(totals[("*", op_name)], seconds.coarseness)
         all_counts = (
             seconds.counts.sum(axis=0)
             if len(seconds.counts)
