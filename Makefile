@@ -2,13 +2,17 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup demo test lint bench docs
+.PHONY: setup demo demo-ceph test lint bench docs
 
 setup:
 	bash scripts/setup.sh
 
 demo: setup
 	bash scripts/demo.sh
+
+# The same on a single-node Ceph lab: RBD load through fio's rbd engine, lab stopped after.
+demo-ceph: setup
+	bash scripts/demo-ceph.sh
 
 test: setup
 	$(PYTHON) -m ruff check .

@@ -155,6 +155,8 @@ async def remove_images(
 def wants_osd_count(inventory: Inventory) -> bool:
     """Does a suite of the plan leave its QD sweep to a profile that takes it from the OSD
     count (`qd_from_osd_count: true`, the built-in `ceph`)?"""
+    if (inventory.config.model_extra or {}).get("plan") is None:
+        return False  # no fio suites (an RPC-only config)
     section, _, base_dir = load_plan(inventory)
     return any(
         s.iodepth is None and s.profile and load_profile(s.profile, base_dir).qd_from_osd_count

@@ -308,6 +308,8 @@ def test_bad_values_name_the_key_and_line(tmp_path, key, value, expect):
         ("{target: /dev/sdb}", "rw", "expected rw"),
         ("{target: /dev/sdb, rw: read, rwmixread: 10}", "rwmixread", "needs a mixed rw"),
         ("{target: /dev/sdb, rw: read, bs: 1000}", "bs", "multiple of 512"),
+        ("{target: /dev/sdb, rw: read, create_image: true}", "create_image", "for RBD targets"),
+        ("{target: 'rbd:p/i', rw: read, create_image: true}", "size", "size of the image"),
         ("{target: /dev/sdb, rw: read, roles: [nobody]}", "roles", "roles present: testnode"),
         (
             "{target: '/t/{node}', size: 1m, rw: read, roles: other}",

@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loadgen.plan import qd_from_osd_count
+from collector.inventory import inventory_from_dict, load_inventory
+from loadgen import rbd
+from loadgen.plan import compile_plan, qd_from_osd_count
 
+ROOT = Path(__file__).resolve().parents[2]
 LOADGEN = [sys.executable, "-m", "loadgen"]
 
 
@@ -169,3 +172,30 @@ def test_missing_image_fails_preflight_by_name_after_ceph_profile_counts_osds(
     names = [line.split("\t")[0] for line in (run_dir / "plan.txt").read_text().splitlines()]
     qds = [int(n.rsplit("-qd", 1)[1]) for n in names if n.startswith("ceph-randwrite-4k-")]
     assert qds == qd_from_osd_count(up)
+
+
+def test_ceph_section_gives_each_node_its_conf_and_the_root_node():
+    inv = inventory_from_dict(
+        {
+            "nodes": [
+                {"uri": "local", "roles": ["testnode"]},
+                {"uri": "root@127.0.0.1:2222", "name": "mon1", "roles": ["ceph-mon"]},
+            ],
+            "ceph": {"conf": "/etc/lab/ceph.conf", "nodes": {"mon1": {"conf": "/c/mon.conf"}}},
+            "plan": {"suites": [{"profile": "ceph", "target": "rbd:rbd/x"}]},
+        }
+    )
+    clients = rbd.ceph_clients(inv)
+    assert clients["local"].env() == {"CEPH_CONF": "/etc/lab/ceph.conf"}
+    assert clients["mon1"].cli_args() == ["--conf", "/c/mon.conf"]
+    assert rbd.root_node(inv) == "mon1"  # no root_node: the first ceph-mon
+    assert rbd.wants_osd_count(inv)
+
+
+def test_example_ceph_plan_sweeps_qd_by_osd_count():
+    inv = load_inventory(ROOT / "examples" / "ceph.yaml", check_files=False)
+    assert rbd.wants_osd_count(inv) and rbd.root_node(inv) == "local"
+    its = list(compile_plan(inv, osd_count=3))
+    assert {it.target.text for it in its} == {"rbd:rbd/wally-demo"}
+    assert all(it.engine == "rbd" and it.create_image for it in its)
+    assert sorted({it.iodepth for it in its}) == qd_from_osd_count(3)
