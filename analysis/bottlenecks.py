@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis import ratios, stats
 from analysis.summary import fine_histograms
-from analysis.windows import NS, TestWindow, load_tests
+from analysis.windows import TestWindow, load_tests
 from collector import histogram, schema
 from collector.influx import InfluxClient, quote_ident, series_to_frame
 
@@ -51,7 +51,7 @@ class Resource:
     measurement: str
     series: tuple[str, ...]
     level: str  # InfluxQL expression of the per-sample level, over the inner rows
-    inner: str  # the inner SELECT list (transformations), `{lb}` window
+    inner: str  # the inner SELECT list (transformations over the window's samples)
     where: str
     threshold: str  # Thresholds attribute
     unit: str
@@ -119,12 +119,11 @@ def _saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict
     params = {
         "s": t.start_ns,
         "e": t.end_ns,
-        "lb": t.start_ns - int(ratios.LOOKBACK_S * NS),
         "thr": thr,
     }
     keys = ", ".join(quote_ident(k) for k in r.series)
     cond = f" AND {r.where}" if r.where else ""
-    inner = f"SELECT {r.inner} FROM {quote_ident(r.measurement)} WHERE time >= $lb AND time < $e{cond} GROUP BY {keys}"
+    inner = f"SELECT {r.inner} FROM {quote_ident(r.measurement)} WHERE time >= $s AND time < $e{cond} GROUP BY {keys}"
     win = "time >= $s AND time < $e"
     q1 = (
         f"SELECT mean({r.level}) AS mean, percentile({r.level}, 95) AS p95, max({r.level}) AS max, "
@@ -165,7 +164,7 @@ def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     q, params = _saturation_query(r, 0.0, t)
     q1 = q.split("; ")[0]
     speed = client.query_df(
-        f'SELECT last("speed") AS speed FROM {quote_ident(schema.NET.name)} WHERE time >= $lb AND time < $e '
+        f'SELECT last("speed") AS speed FROM {quote_ident(schema.NET.name)} WHERE time >= $s AND time < $e '
         'AND "device" != \'lo\' AND "speed" > 0 GROUP BY "node", "role", "device"',
         params,
     )
@@ -287,14 +286,22 @@ def cache_hits(
 ) -> list[Check]:
     """Client reads served without device reads: 1 - device reads / client reads.
 
-    Devices are every disk of the test's nodes and of storage nodes. The second
-    estimate is the share of completions in the fastest latency mode (KDE peaks of the
-    fine histogram): cache hits are an order of magnitude faster than device reads.
+    The devices are the one holding the test target on the test nodes (a /dev path, or
+    the device whose mountpoint is the longest prefix of the target's path) plus every
+    disk of storage nodes. The second estimate is the share of completions in the
+    fastest latency mode (KDE peaks of the fine histogram): cache hits are an order of
+    magnitude faster than device reads.
     """
     name = "cache hits"
     if "read" not in t.rw:
         return [Check(t.test, name, "skipped", None, f"rw={t.rw} has no reads")]
-    e = ratios.parse(name, "all.disk.reads / client.read.ios")
+    dev = target_device(client, t)
+    terms = [f"testnode.{dev}.reads"] if dev and dev in engine.catalog.diskio_devices else []
+    if set(engine.resolver.aliases.get("storage", ())) & engine.catalog.roles:
+        terms.append("storage.disk.reads")
+    if not terms:
+        return [Check(t.test, name, "skipped", None, "the target's device is unknown")]
+    e = ratios.parse(name, f"({' + '.join(terms)}) / client.read.ios")
     r = engine.evaluate(e, t)
     hist, coarse = fine_histograms(client, t, window=True)
     counts = hist.get("read")
@@ -331,6 +338,29 @@ def cache_hits(
             )
         )
     return out
+
+
+def target_device(client: InfluxClient, t: TestWindow) -> str | None:
+    """The device holding a test's target on its nodes, from wally_device mountpoints."""
+    target = str(t.params.get("target", ""))
+    if target.startswith("/dev/"):
+        return target.rsplit("/", 1)[1]
+    if not target.startswith("/"):
+        return None
+    params = {f"n{i}": n for i, n in enumerate(t.nodes)}
+    nodes = " OR ".join(f'"node" = ${k}' for k in params)
+    df = client.query_df(
+        f'SELECT last("mountpoint") AS mp FROM {quote_ident(schema.WALLY_DEVICE.name)} '
+        f'WHERE ({nodes}) GROUP BY "device"',
+        params,
+    )
+    best, length = None, -1
+    for dev, mps in zip(df.get("device", []), df.get("mp", []), strict=False):
+        for mp in str(mps or "").split(","):
+            inside = target == mp or target.startswith(mp.rstrip("/") + "/")
+            if mp and inside and len(mp) > length:
+                best, length = dev, len(mp)
+    return best
 
 
 def flushed(

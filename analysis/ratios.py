@@ -10,7 +10,9 @@ search does not scale for big clusters".
 
 Semantics of a term over a window of T seconds, split into equal time chunks:
 - counters: per series mean rate (non_negative_derivative) x T, summed over series:
-  the total in the window even when the sampling interval does not divide it;
+  the total in the window even when the sampling interval does not divide it. Only
+  intervals between two samples inside the window count (like fio's seconds wholly
+  inside it): an interval reaching before the start would mix in idle time;
 - gauges: per series mean, summed over series (a total level, e.g. queue depth);
 - derived: `cpu.busy_seconds` (non-idle, non-iowait core-seconds), `cpu.busy_cores`,
   `disk.ios/bytes/iops/busy_seconds`, `net.bytes/packets`, Ceph latency pairs
@@ -56,8 +58,6 @@ DEFAULT_RATIOS: dict[str, str] = {
 DEFAULT_EXCLUDE = (discovery.LOOPBACK_ROLE,)
 DEFAULT_CHUNKS = 5
 MIN_CHUNK_S = 2.0
-# How far before the window a counter's previous sample may lie (sensor interval).
-LOOKBACK_S = 15.0
 
 _CLIENT_FIELDS = {"iops", "ios", "bw_bytes", "bytes", "lat_mean"} | {
     f"lat_{k}" for k in ("p50", "p90", "p95", "p99", "p99_9")
@@ -496,12 +496,11 @@ def query_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
     cond = f" AND {src.where}" if src.where else ""
     names = [f"v{i}" for i in range(len(src.fields))]
     if src.kind in ("counter", "latency_pair"):
-        params["lb"] = ch.start_ns - int(LOOKBACK_S * NS)
         inner = ", ".join(
             f"non_negative_derivative({quote_ident(f)}, 1s) AS {n}"
             for f, n in zip(src.fields, names, strict=True)
         )
-        level0 = f"SELECT {inner} FROM {m} WHERE time >= $lb AND time < $e{cond} GROUP BY {keys}"
+        level0 = f"SELECT {inner} FROM {m} WHERE {win}{cond} GROUP BY {keys}"
     else:
         if src.kind == "client":
             params["run"], params["test"] = t.run, t.test

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from collector import schema
-from collector.influx import InfluxClient, quote_ident
+from collector.influx import InfluxClient, quote_ident, series_to_frame
 
 NS = 1_000_000_000
 
@@ -60,13 +60,38 @@ class TestWindow:
         return str(self.params.get("bs", ""))
 
 
-def reliable_window(starts_ns: list[int], ends_ns: list[int], ramp_s: float) -> tuple[int, int]:
+def reliable_window(
+    starts_ns: list[int],
+    ends_ns: list[int],
+    ramp_s: float,
+    active: dict[int, tuple[int, int]] | None = None,
+) -> tuple[int, int]:
     """From the latest node's start plus ramp to the earliest node's stop.
 
-    Only there did every node run its load past warm-up; an empty window (end <= start)
-    is returned as is and flagged by the caller.
+    Only there did every node run its load past warm-up. `active` (node index -> first
+    and last second fio logged, as [start, end]) narrows a node's span to when its I/O
+    really ran: process start-up and teardown are not load. An empty window
+    (end <= start) is returned as is and flagged by the caller.
     """
-    return max(starts_ns) + int(ramp_s * NS), min(ends_ns)
+    starts = [s + int(ramp_s * NS) for s in starts_ns]
+    ends = list(ends_ns)
+    for i, (a, b) in (active or {}).items():
+        starts[i], ends[i] = max(starts[i], a), min(ends[i], b)
+    return max(starts), min(ends)
+
+
+def _fio_activity(client: InfluxClient, run: str) -> dict[tuple[str, str], tuple[int, int]]:
+    """(test, node) -> [start of the first logged second, end of the last one]."""
+    m = quote_ident(schema.FIO.name)
+    q = f'SELECT first("iops") FROM {m} WHERE "run" = $run GROUP BY "test", "node"'
+    res = client.query(f"{q}; {q.replace('first(', 'last(')}", {"run": run})
+    first, last = (series_to_frame(r["series"]) for r in res)
+    if first.empty:
+        return {}
+    span = first.merge(last, on=["test", "node"], suffixes=("_a", "_b"))
+    return {
+        (r.test, r.node): (int(r.time_a) - NS, int(r.time_b)) for r in span.itertuples(index=False)
+    }
 
 
 def runs(client: InfluxClient) -> list[str]:
@@ -86,11 +111,15 @@ def load_tests(client: InfluxClient, run: str) -> list[TestWindow]:
         known = runs(client)
         hint = f"; known runs: {', '.join(known[-10:])}" if known else "; the database has no runs"
         raise RunNotFound(f"run {run!r} not found in database {client.database!r}{hint}")
+    activity = _fio_activity(client, run)
     out = []
     for test, g in df.groupby("test", sort=False):
         g = g.sort_values("time").drop_duplicates("node", keep="last")
         ramp = float(g["ramp"].fillna(0).max())
-        start, end = reliable_window([int(v) for v in g["start"]], [int(v) for v in g["end"]], ramp)
+        active = {i: activity[(test, n)] for i, n in enumerate(g["node"]) if (test, n) in activity}
+        start, end = reliable_window(
+            [int(v) for v in g["start"]], [int(v) for v in g["end"]], ramp, active
+        )
         out.append(
             TestWindow(
                 run=run,
