@@ -55,8 +55,10 @@ def _cell(v: object) -> str:
     return str(v)
 
 
-def emit(tables: dict[str, pd.DataFrame], fmt: str | None) -> None:
-    """Tables as rich tables, one JSON object of record lists, or CSV sections."""
+def emit(
+    tables: dict[str, pd.DataFrame], fmt: str | None, titles: dict[str, str] | None = None
+) -> None:
+    """Tables as rich tables (titled), one JSON object of record lists, or CSV sections."""
     if fmt == "json":
         doc = {k: json.loads(v.to_json(orient="records")) for k, v in tables.items()}
         click.echo(json.dumps(doc, indent=2))
@@ -68,7 +70,8 @@ def emit(tables: dict[str, pd.DataFrame], fmt: str | None) -> None:
             df.to_csv(sys.stdout, index=False)
         return
     console = Console()
-    for name, df in tables.items():
+    for key, df in tables.items():
+        name = (titles or {}).get(key, key)
         if df.empty:
             console.print(f"[bold]{name}[/bold]: nothing")
             continue
@@ -125,12 +128,18 @@ def summary_cmd(run: str, config_path: Path | None, db, fmt: str | None) -> None
         )
     emit(
         {
-            "tests (IOPS mean ±95% CI)": brief,
-            "best random IOPS by p95 latency class": s.best_iops,
-            "max sequential bandwidth": s.max_bandwidth,
-            "IOPS and latency vs QD": s.vs_qd,
+            "tests": brief,
+            "best_iops": s.best_iops,
+            "max_bandwidth": s.max_bandwidth,
+            "vs_qd": s.vs_qd,
         },
         fmt,
+        {
+            "tests": "tests (IOPS mean ±95% CI)",
+            "best_iops": "best random IOPS by p95 latency class",
+            "max_bandwidth": "max sequential bandwidth",
+            "vs_qd": "IOPS and latency vs QD",
+        },
     )
     if not fmt and not frame.empty:
         for row in frame[frame["warnings"] != ""].itertuples():
@@ -197,7 +206,11 @@ def ratios_cmd(
         index=list(dict.fromkeys(table["test"])), columns=list(dict.fromkeys(table["name"]))
     )
     skipped = table[table["skipped"] != ""].drop_duplicates("name")[["name", "skipped"]]
-    emit({"ratios (value ±deviation across chunks)": wide.reset_index(), "skipped": skipped}, fmt)
+    emit(
+        {"ratios": wide.reset_index(), "skipped": skipped},
+        fmt,
+        {"ratios": "ratios (value ±deviation across chunks)"},
+    )
 
 
 @main.command("bottlenecks")
@@ -219,11 +232,15 @@ def bottlenecks_cmd(run: str, top: int, config_path: Path | None, db, fmt: str |
     tests = load_tests(client, run)
     table = bottlenecks.run_bottlenecks(client, run, limits, tests)
     first = bottlenecks.first_saturated(table, tests, limits)
-    checks = bottlenecks.run_checks(client, run, limits, tests)
+    checks = bottlenecks.run_checks(client, run, limits, tests, **section.engine_kw())
     shown = table if fmt or table.empty else table.groupby("test", sort=False).head(top)
     emit(
-        {"closest to saturation": shown, "first to saturate as QD grows": first, "checks": checks},
+        {"bottlenecks": shown, "first_saturated": first, "checks": checks},
         fmt,
+        {
+            "bottlenecks": "closest to saturation",
+            "first_saturated": "first to saturate as QD grows",
+        },
     )
 
 
