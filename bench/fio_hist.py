@@ -7,7 +7,7 @@ The case a user hits ("fiologparser_hist.py is too slow for cluster-wide use"): 
 fiologparser_hist.py --noweight walks intervals from 0, billions of steps).
 
 Theirs: Debian's fiologparser_hist.py `--noweight` (each fio window counted in one
-interval: our semantics, and their fastest mode), run in this process (imports done, no
+interval: our semantics), run in this process (imports done, no
 interpreter start-up counted). Ours, end to end on the same files: read_hist_log,
 merge_hist_logs (re-grid to 1 s, add all nodes' and jobs' histograms), percentiles.
 Alternating rounds, best time of each. ratio = their time / ours.
@@ -17,7 +17,8 @@ sample counts per interval and (2) their own percentile code (weighted_percentil
 plat_idx_to_val_coarse bin values, imported from their script) applied to OUR merged
 histograms reproducing their printed percentiles (to their 3 decimals). Their method differs
 from ours: they put each bin's mass at plat_idx_to_val_coarse(idx, edge=0.5), which for
-idx >= 128 is the bin's upper edge (their upper bound uses bin idx + 1), and interpolate
+idx >= 128 is the bin's upper edge, not its middle (their upper bound is taken from bin
+idx + 1; at the end of each 64-bin group slightly above the edge), and interpolate
 linearly between those points on a midpoint CDF ((cumsum - w/2) / N), i.e. across empty
 bins in a sparse tail. We interpolate uniformly inside the bin that holds the rank (fio's
 own bin for that percentile). The difference between the two methods is printed as
