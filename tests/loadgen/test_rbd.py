@@ -130,27 +130,35 @@ def test_created_image_is_prefilled_kept_with_keep_files_and_removed_by_cleanup(
     plan = _config(
         ceph_lab, tmp_path, _suite(image, create_image=True, size="32m", rw=["randread"], runtime=2)
     )
-    r = _loadgen(
-        ["run", str(plan), "--runs-dir", str(tmp_path / "runs"), "--json", "--keep-files"],
-        influx,
-        tmp_path,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    run_dir = Path(json.loads(r.stdout)["run_dir"])
-    # prefill wrote every byte of the new image
-    (du,) = json.loads(ceph_lab.rbd("du", "--format", "json", f"rbd/{image}"))["images"]
-    assert du["provisioned_size"] == 32 << 20 and du["used_size"] == du["provisioned_size"]
-    left = json.loads((run_dir / "run.json").read_text())["nodes"]["local"]
-    assert left["rbd_images"] == [f"rbd/{image}"] and left["prefilled"] == [f"rbd:rbd/{image}"]
+    runs = tmp_path / "runs"
+    try:
+        r = _loadgen(
+            ["run", str(plan), "--runs-dir", str(runs), "--json", "--keep-files"], influx, tmp_path
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        run_dir = Path(json.loads(r.stdout)["run_dir"])
+        # prefill wrote every byte of the new image
+        (du,) = json.loads(ceph_lab.rbd("du", "--format", "json", f"rbd/{image}"))["images"]
+        assert du["provisioned_size"] == 32 << 20 and du["used_size"] == du["provisioned_size"]
+        left = json.loads((run_dir / "run.json").read_text())["nodes"]["local"]
+        assert left["rbd_images"] == [f"rbd/{image}"]
+        assert left["prefilled"] == [f"rbd:rbd/{image}"]
 
-    c = subprocess.run(
-        [*LOADGEN, "cleanup", str(run_dir)], capture_output=True, text=True, timeout=120
-    )
-    assert c.returncode == 0, c.stderr[-2000:]
-    assert "1 RBD image(s)" in c.stdout
-    assert image not in _images(ceph_lab)
-    left = json.loads((run_dir / "run.json").read_text())["nodes"]["local"]
-    assert left["rbd_images"] == [] and left["prefilled"] == []
+        c = subprocess.run(
+            [*LOADGEN, "cleanup", str(run_dir)], capture_output=True, text=True, timeout=120
+        )
+        assert c.returncode == 0, c.stderr[-2000:]
+        assert "1 RBD image(s)" in c.stdout
+        assert image not in _images(ceph_lab)
+        assert not Path(left["workdir"]).exists()
+        left = json.loads((run_dir / "run.json").read_text())["nodes"]["local"]
+        assert left["rbd_images"] == [] and left["prefilled"] == []
+    finally:
+        # a failure above must not leave the image and the work dir behind (idempotent)
+        for state in runs.glob("*/run.json"):
+            subprocess.run(
+                [*LOADGEN, "cleanup", str(state.parent)], capture_output=True, timeout=120
+            )
 
 
 def test_missing_image_fails_preflight_by_name_after_ceph_profile_counts_osds(
