@@ -13,14 +13,15 @@ from rich.console import Console
 
 from collector.clicommon import DbTarget, db_options
 from collector.engine import PreflightError
+from collector.grafana import configured_url, run_url
 from collector.inventory import Inventory, load_inventory
 from collector.liveview import node_table, show_while
 from collector.ssh import SshError, connect
 from collector.writer import InfluxWriter
 from loadgen import fionode, rbd
 from loadgen.plan import compile_plan
-from loadgen.rundir import RunDir
 from loadgen.rpcrun import summary_table as rpc_summary_table
+from loadgen.rundir import RunDir
 from loadgen.runner import (
     RunInterrupted,
     Runner,
@@ -49,10 +50,13 @@ def _execute(
         + "\n"
     )
     client = db.client(inventory.config.influx.model_dump())
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # paths and URLs stay on one line
     console.print(
         f"run {rundir.state.run_id}: {len(plan)} iterations, ~{plan.total_duration:.0f} s; results in {rundir.path}"
     )
+    grafana_url = configured_url(inventory)
+    if grafana_url:
+        console.print(f"live: {run_url(grafana_url, rundir.state.run_id, rundir.state.started_ns)}")
     interrupted = False
     with InfluxWriter(client, spool_dir=db.state / "spool") as writer:
         runner = Runner(
@@ -92,13 +96,18 @@ def _execute(
         except PreflightError as e:
             raise click.ClickException(f"pre-flight failed, nothing was started:\n{e}") from None
     console.print(summary_table(rundir))
-    console.print(
-        f"results: {rundir.path} (InfluxDB {client.url} / {client.database}, run {rundir.state.run_id})"
-    )
-    if as_json:
     rpc_table = rpc_summary_table(rundir)
     if rpc_table is not None:
         console.print(rpc_table)
+    console.print(
+        f"results: {rundir.path} (InfluxDB {client.url} / {client.database}, run {rundir.state.run_id})"
+    )
+    if grafana_url:
+        state = rundir.state
+        console.print(
+            f"dashboard: {run_url(grafana_url, state.run_id, state.started_ns, state.ended_ns or None)}"
+        )
+    if as_json:
         click.echo(json.dumps(result_json(rundir), indent=1))
     if interrupted:
         console.print(f"interrupted: resume with `loadgen resume {rundir.path}`")
