@@ -10,9 +10,11 @@ from pathlib import Path
 import click
 import pandas as pd
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from analysis import bottlenecks, config, ratios, rpc, summary
+from analysis import bottlenecks, config, ratios, report, rpc, summary
+from analysis.page import fmt as _cell
 from analysis.windows import load_tests
 from collector.clicommon import WallyGroup, db_options, setup_logging, verbose_option
 
@@ -45,14 +47,6 @@ def _outputs(f):
     for opt in reversed(output_options):
         f = opt(f)
     return f
-
-
-def _cell(v: object) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e6 else f"{v:,.0f}"
-    return str(v)
 
 
 def emit(
@@ -278,3 +272,57 @@ def rpc_cmd(run: str, out_dir: Path | None, bus_role: str, db) -> None:
     Console().print(rpc.console_table(run, table))
     for kind, path in paths.items():
         click.echo(f"{kind}: {path}", err=True)
+
+
+@main.command("report")
+@click.argument("run")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML file [default: ./report-RUN.html].",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The run's directory: adds its compiled plan and lab config to the report; its "
+    "config.yaml also gives the analysis: and influx: sections unless --config is given.",
+)
+@click.option(
+    "--export",
+    "export_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write every table as CSV, and all of them as report.json and report.yaml.",
+)
+@config_option
+@db_options
+def report_cmd(
+    run: str, out: Path | None, run_dir: Path | None, export_dir: Path | None, config_path, db
+) -> None:
+    """A self-contained interactive HTML report of a run (opens without network).
+
+    Sections: storage summary, IOPS/latency vs QD, CPU per IOP vs QD, per-test time
+    series, latency heatmaps, resource costs, bottlenecks, cluster load, per-role CPU and
+    device heatmaps, the compiled test list, the lab config, help. The key tables are
+    printed too.
+
+    \b
+    Example:
+      analysis report 20261122-101500-ab12 --run-dir runs/20261122-101500-ab12 --export out/
+    """
+    if config_path is None and run_dir is not None and (run_dir / "config.yaml").is_file():
+        config_path = run_dir / "config.yaml"
+    section, client = _setup(db, config_path)
+    out = out or Path(f"report-{run}.html")
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        tests = report.run_tests(client, run)
+        data = report.collect(client, tests, section, run=run, run_dir=run_dir, progress=progress)
+        progress.add_task("writing the page", total=None)
+        report.write(data, out)
+        paths = report.export(data, export_dir) if export_dir else {}
+    tables, titles, warnings = report.text_tables(data)
+    emit(tables, None, titles)
+    for line in warnings:
+        click.echo(line)
+    click.echo(f"report: {out}", err=True)
+    if paths:
+        click.echo(f"exports: {export_dir} ({', '.join(p.name for p in paths.values())})", err=True)
