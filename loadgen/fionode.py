@@ -18,19 +18,13 @@ from collector import fio as fioparse
 from collector import histogram
 from collector.ssh import NodeConnection, NodeProcess, quote
 from loadgen import rbd
-from loadgen.jobfile import JOB_FILE, JobFile
-from loadgen.plan import Iteration, Target, format_size
+from loadgen.jobfile import JOB_FILE, JobFile, render
+from loadgen.plan import Iteration, format_size
 from loadgen.rundir import NodeLeftovers
 
 FIO_MIN = (3, 1)
 STREAM_FILE = "fio-stream.json"
 OUT_FILE = "out.json"
-
-
-def target_path(target: Target, workdir: str) -> str:
-    """Where a file target lives on the node (relative paths live in the run's workdir)."""
-    path = PurePosixPath(target.text)
-    return str(path if path.is_absolute() else PurePosixPath(workdir) / path)
 
 
 async def preflight(conn: NodeConnection, iterations: list[Iteration], workdir: str) -> list[str]:
@@ -47,6 +41,12 @@ async def preflight(conn: NodeConnection, iterations: list[Iteration], workdir: 
         problems.append(
             f"fio {res.out.strip()} is too old: need fio-{FIO_MIN[0]}.{FIO_MIN[1]} or newer"
         )
+    for it in iterations:
+        job = render(it, node, f"{workdir}/{it.name}", workdir)
+        res = await conn.run("fio --parse-only -", input=job.text)
+        if res.rc != 0:
+            said = " ".join((res.out + res.err).split())[:300]
+            problems.append(f"{it.name}: fio rejects the job file: {said}")
     checked: set[str] = set()
     for it in iterations:
         target = it.target.for_node(node)
@@ -61,7 +61,7 @@ async def preflight(conn: NodeConnection, iterations: list[Iteration], workdir: 
             continue
         if target.kind == "rbd":
             continue  # checked by the Ceph pre-flight (image exists / can be created)
-        path = PurePosixPath(target_path(target, workdir))
+        path = PurePosixPath(target.resolve(workdir))
         parent = str(path.parent)
         # Nothing is created before the run starts: check the nearest existing ancestor.
         res = await conn.run(

@@ -223,3 +223,14 @@ def test_dashboard_link_is_printed_when_grafana_is_configured(influx, tmp_path):
     assert "live: http://grafana.example:3000/d/wally-storage/?orgId=1&from=" in r.stderr
     final = [line for line in r.stderr.splitlines() if line.startswith("dashboard: ")]
     assert final and f"var-run={run_id}" in final[0] and "to=now" not in final[0]
+
+
+def test_an_option_fio_does_not_know_is_caught_at_preflight(influx, tmp_path):
+    plan = _write(
+        tmp_path,
+        _plan([_suite(options={"bogus_opt": "3"})], [{"uri": "local", "roles": ["testnode"]}]),
+    )
+    r = _run(["run", str(plan), "--runs-dir", str(tmp_path / "runs")], influx, tmp_path)
+    assert r.returncode != 0
+    assert "pre-flight failed, nothing was started" in r.stderr
+    assert "fio rejects the job file" in r.stderr and "bogus_opt" in r.stderr
