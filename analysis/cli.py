@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from analysis import bottlenecks, config, ratios, report, rpc, summary
+from analysis import bottlenecks, compare, config, ratios, report, rpc, schedule, summary
 from analysis.page import fmt as _cell
 from analysis.windows import load_tests
 from collector.clicommon import WallyGroup, db_options, setup_logging, verbose_option
@@ -326,3 +327,112 @@ def report_cmd(
     click.echo(f"report: {out}", err=True)
     if paths:
         click.echo(f"exports: {export_dir} ({', '.join(p.name for p in paths.values())})", err=True)
+
+
+@main.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the comparison as a self-contained HTML page.",
+)
+@click.option(
+    "--alpha",
+    default=compare.ALPHA,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Significance level of the Mann-Whitney U test.",
+)
+@db_options
+@_outputs
+def compare_cmd(runs: tuple[str, ...], html_out: Path | None, alpha: float, db, fmt) -> None:
+    """The same tests of two or more runs side by side (every run against the first).
+
+    Tests are matched by name. For IOPS, MiB/s and latency p50/p95/p99: both values, the
+    change (absolute and %), and whether it is significant (two-sided Mann-Whitney U on
+    the per-second samples of each test's reliable window).
+
+    \b
+    Example:
+      analysis compare 20261122-101500-ab12 20261123-090000-cd34 --html cmp.html
+    """
+    if len(runs) < 2:
+        raise click.UsageError("give at least two run ids")
+    table, missing = compare.compare_runs(db.client(), list(runs), alpha)
+    shown = table if fmt else compare.text_table(table)
+    emit(
+        {"compare": shown, "unmatched": missing},
+        fmt,
+        {"compare": f"{runs[0]} (A) vs {', '.join(runs[1:])} (B)", "unmatched": "unmatched tests"},
+    )
+    if html_out:
+        html_out.write_text(compare.render_html(list(runs), table, missing), encoding="utf-8")
+        click.echo(f"html: {html_out}", err=True)
+
+
+def _duration(option: str):
+    def convert(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return schedule.parse_duration(value, option)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return convert
+
+
+@main.command("schedule")
+@click.option(
+    "--every",
+    default="1h",
+    show_default=True,
+    callback=_duration("--every"),
+    help="Time between ticks (90s, 15m, 1h, 1d).",
+)
+@click.option(
+    "--window",
+    default="1h",
+    show_default=True,
+    callback=_duration("--window"),
+    help="How far back each report looks.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of the reports: one subdirectory per tick, index.html, ticks.jsonl.",
+)
+@click.option("--once", is_flag=True, help="One tick, then exit (for cron or a systemd timer).")
+@click.option("--ticks", type=click.IntRange(min=1), help="Stop after this many ticks.")
+@config_option
+@db_options
+def schedule_cmd(
+    every: float, window: float, out_dir: Path, once: bool, ticks: int | None, config_path, db
+) -> None:
+    """Write a report of recent activity on every tick until Ctrl+C.
+
+    Each tick reports the runs with tests in the last --window (or the cluster's load
+    when nothing ran). Ticks never overlap: a tick that finds another one still writing
+    (lock file DIR/.lock, also across processes) is skipped, and so are ticks missed
+    while a long one ran. docs/analysis.md shows cron and systemd-timer equivalents.
+
+    \b
+    Example:
+      analysis schedule --every 1h --window 1h --out reports/
+      analysis schedule --once --window 1h --out reports/   # from cron
+    """
+    section, client = _setup(db, config_path)
+
+    def log(text: str) -> None:
+        click.echo(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {text}", err=True)
+
+    try:
+        if once:
+            schedule.run_once(client, out_dir, window, section, log)
+        else:
+            schedule.run_schedule(client, out_dir, every, window, section, ticks, log)
+    except KeyboardInterrupt:
+        log("stopped")

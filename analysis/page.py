@@ -22,12 +22,14 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 @dataclass
 class Block:
-    kind: str  # html | table | pre | empty | warn | defs
+    kind: str  # html | table | pre | empty | warn | defs | links
     html: Markup | str = ""
     text: str = ""
     heading: str = ""
     note: str = ""
-    items: list[tuple[str, str]] = field(default_factory=list)
+    items: list[tuple[str, str]] = field(
+        default_factory=list
+    )  # defs: term, text; links: text, href
 
 
 @dataclass

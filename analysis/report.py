@@ -574,8 +574,12 @@ def write(data: ReportData, out: Path) -> Path:
     """Write the page (atomically: a reader never sees half a report)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    tmp.replace(out)
+    try:
+        tmp.write_text(render(data), encoding="utf-8")
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out
 
 

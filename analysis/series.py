@@ -177,20 +177,27 @@ def resource_heatmap(
 ) -> pd.DataFrame:
     """A bottleneck resource's level per series and bucket: time, node, role, device, value.
 
-    Levels are those of analysis.bottlenecks (e.g. "cpu": non-idle non-iowait % of
-    cpu-total, "disk util": io_time share in %).
+    Levels are those of analysis.bottlenecks (e.g. "cpu": busy % of cpu-total, "disk
+    util": the device's utilisation %), averaged per bucket by the server.
     """
     r = next((r for r in bottlenecks.RESOURCES if r.name == resource), None)
     if r is None:
         known = ", ".join(x.name for x in bottlenecks.RESOURCES)
         raise ValueError(f"unknown resource {resource!r}; expected one of: {known}")
-    q = _bucketed(r.measurement, r.inner, r.where, r.series, step) + " fill(none)"
-    res = client.query(q, _span(lo_ns, hi_ns))
+    keys = ", ".join(quote_ident(k) for k in r.series)
+    cond = f" AND {r.where}" if r.where else ""
+    res = client.query(
+        f"SELECT mean({quote_ident(r.field)}) AS value FROM {quote_ident(r.measurement)} "
+        f"WHERE time >= $s AND time < $e{cond} GROUP BY time({step}s), {keys} fill(none)",
+        _span(lo_ns, hi_ns),
+    )
     df = series_to_frame(res[0]["series"]) if res else pd.DataFrame()
     cols = ["time", "node", "role", "device", "value"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    df = df.rename(columns={"x": "value", "cpu": "device", "id": "device"})
+    if r.invert:
+        df["value"] = 100.0 - df["value"]
+    df = df.rename(columns={"cpu": "device", "id": "device"})
     if "device" not in df:
         df["device"] = ""
     return df[cols]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from loadgen.runner import (
 )
 
 EXIT_INTERRUPTED = 130
+REPORT_TIMEOUT_S = 900
 
 
 def _execute(
@@ -102,6 +105,8 @@ def _execute(
     console.print(
         f"results: {rundir.path} (InfluxDB {client.url} / {client.database}, run {rundir.state.run_id})"
     )
+    if not interrupted:
+        _write_report(rundir, client.url, client.database, console)
     if grafana_url:
         state = rundir.state
         console.print(
@@ -114,6 +119,27 @@ def _execute(
         sys.exit(EXIT_INTERRUPTED)
     if rundir.state.status != "done":
         sys.exit(1)
+
+
+def _write_report(rundir: RunDir, url: str, database: str, console: Console) -> None:
+    """RUN_DIR/report.html by `analysis report` in a subprocess (loadgen never imports
+    analysis). A failure is reported with the command to retry; the run stays as measured.
+    """
+    out = rundir.path / "report.html"
+    cmd = [sys.executable, "-m", "analysis", "report", rundir.state.run_id, "--out", str(out)]
+    cmd += ["--run-dir", str(rundir.path), "--influx-url", url, "--database", database]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=REPORT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        console.print(
+            f"report: not written, took over {REPORT_TIMEOUT_S} s; run: {shlex.join(cmd)}"
+        )
+        return
+    if r.returncode == 0:
+        console.print(f"report: {out}")
+    else:
+        why = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        console.print(f"report: not written ({why}); retry: {shlex.join(cmd)}")
 
 
 @click.command("run")

@@ -7,6 +7,8 @@ PY=${PYTHON:-python3}
 $PY -m collector db start
 $PY -m loadgen plan examples/local.yaml
 $PY -m loadgen run examples/local.yaml --runs-dir runs
+REPORT=$(ls -t runs/*/report.html 2>/dev/null | head -n 1 || true)
 echo
+echo "Report of this run (opens offline): ${REPORT:-not written, see the messages above}"
 $PY -m collector db status
 echo "The embedded InfluxDB keeps running for analysis and dashboards; stop it with: collector db stop"
