@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis import ratios, stats
 from analysis.summary import fine_histograms
-from analysis.windows import TestWindow, load_tests
+from analysis.windows import NS, TestWindow, load_tests
 from collector import histogram, schema
 from collector.influx import InfluxClient, quote_ident, series_to_frame
 
@@ -47,89 +47,58 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class Resource:
+    """A per-sample gauge whose level says how busy something is.
+
+    `invert`: the level is 100 - field (CPU busy from usage_idle), so the statistics are
+    taken of the field and mirrored. Gauges keep every query a native aggregate.
+    """
+
     name: str
     measurement: str
     series: tuple[str, ...]
-    level: str  # InfluxQL expression of the per-sample level, over the inner rows
-    inner: str  # the inner SELECT list (transformations over the window's samples)
+    field: str
     where: str
     threshold: str  # Thresholds attribute
     unit: str
+    invert: bool = False
 
 
-def _rate(field: str, alias: str, scale: str = "") -> str:
-    return f"non_negative_derivative({quote_ident(field)}, 1s){scale} AS {alias}"
-
-
+_DISK = ("node", "role", "device")
+_CPU = ("node", "role", "cpu")
 RESOURCES = (
+    Resource("disk util", schema.DISKIO.name, _DISK, "io_util", "", "disk_util_pct", "%"),
     Resource(
-        "disk util",
-        schema.DISKIO.name,
-        ("node", "role", "device"),
-        "x",
-        _rate("io_time", "x", " / 10"),
-        "",
-        "disk_util_pct",
-        "%",
+        "disk queue", schema.DISKIO.name, _DISK, "iops_in_progress", "", "disk_queue", "requests"
     ),
     Resource(
-        "disk queue",
-        schema.DISKIO.name,
-        ("node", "role", "device"),
-        "x",
-        _rate("weighted_io_time", "x", " / 1000"),
-        "",
-        "disk_queue",
-        "requests",
-    ),
-    Resource(
-        "cpu",
-        schema.CPU.name,
-        ("node", "role", "cpu"),
-        "x",
-        '100 - "usage_idle" - "usage_iowait" AS x',
-        "\"cpu\" = 'cpu-total'",
-        "cpu_pct",
-        "%",
+        "cpu", schema.CPU.name, _CPU, "usage_idle", "\"cpu\" = 'cpu-total'", "cpu_pct", "%", True
     ),
     Resource(
         "cpu core",
         schema.CPU.name,
-        ("node", "role", "cpu"),
-        "x",
-        '100 - "usage_idle" - "usage_iowait" AS x',
+        _CPU,
+        "usage_idle",
         "\"cpu\" != 'cpu-total'",
         "core_pct",
         "%",
-    ),
-    Resource(
-        "osd queue",
-        schema.CEPH_OP_STAGES.name,
-        ("node", "role", "id"),
-        "x",
-        '"queue_sum" / "duration_sum" AS x',
-        "",
-        "osd_queue_share",
-        "share",
+        True,
     ),
 )
 
 
 def _saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict]:
-    params = {
-        "s": t.start_ns,
-        "e": t.end_ns,
-        "thr": thr,
-    }
+    params = {"s": t.start_ns, "e": t.end_ns, "thr": 100.0 - thr if r.invert else thr}
     keys = ", ".join(quote_ident(k) for k in r.series)
     cond = f" AND {r.where}" if r.where else ""
-    inner = f"SELECT {r.inner} FROM {quote_ident(r.measurement)} WHERE time >= $s AND time < $e{cond} GROUP BY {keys}"
-    win = "time >= $s AND time < $e"
-    q1 = (
-        f"SELECT mean({r.level}) AS mean, percentile({r.level}, 95) AS p95, max({r.level}) AS max, "
-        f"count({r.level}) AS n FROM ({inner}) WHERE {win} GROUP BY {keys}"
+    f = quote_ident(r.field)
+    win = f"time >= $s AND time < $e{cond}"
+    p95, top = (
+        (f"percentile({f}, 5)", f"min({f})") if r.invert else (f"percentile({f}, 95)", f"max({f})")
     )
-    q2 = f"SELECT count({r.level}) AS sat FROM ({inner}) WHERE {win} AND {r.level} >= $thr GROUP BY {keys}"
+    m = quote_ident(r.measurement)
+    q1 = f"SELECT mean({f}) AS mean, {p95} AS p95, {top} AS max, count({f}) AS n FROM {m} WHERE {win} GROUP BY {keys}"
+    past = "<=" if r.invert else ">="
+    q2 = f"SELECT count({f}) AS sat FROM {m} WHERE {win} AND {f} {past} $thr GROUP BY {keys}"
     return f"{q1}; {q2}", params
 
 
@@ -142,6 +111,9 @@ def _levels(client: InfluxClient, r: Resource, thr: float, t: TestWindow) -> pd.
     keys = list(r.series)
     b = series_to_frame(res[1]["series"]) if len(res) > 1 else pd.DataFrame()
     a = a.drop(columns=["time", "_measurement"], errors="ignore")
+    if r.invert:
+        for c in ("mean", "p95", "max"):
+            a[c] = 100.0 - a[c]
     if b.empty:
         a["sat"] = 0
     else:
@@ -150,38 +122,37 @@ def _levels(client: InfluxClient, r: Resource, thr: float, t: TestWindow) -> pd.
 
 
 def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
-    """NIC throughput as % of link speed; links of unknown speed are left out (stated)."""
-    r = Resource(
-        "nic",
-        schema.NET.name,
-        ("node", "role", "device"),
-        "x",
-        '(non_negative_derivative("bytes_sent", 1s) + non_negative_derivative("bytes_recv", 1s)) * 8 AS x',
-        "\"device\" != 'lo'",
-        "nic_pct",
-        "%",
+    """NIC throughput (sent + received) as % of link speed, the window's mean per link.
+
+    From the first and last counter sample per series (native selectors), so p95 and the
+    saturated share are not known for NICs; links of unknown speed are left out.
+    """
+    m = quote_ident(schema.NET.name)
+    tail = f'FROM {m} WHERE time >= $s AND time < $e AND "device" != \'lo\' GROUP BY "node", "role", "device"'
+    q = "; ".join(
+        [
+            f'SELECT last("speed") AS speed {tail}',
+            f'SELECT first("bytes_sent") AS a {tail}',
+            f'SELECT last("bytes_sent") AS b {tail}',
+            f'SELECT first("bytes_recv") AS a {tail}',
+            f'SELECT last("bytes_recv") AS b {tail}',
+        ]
     )
-    q, params = _saturation_query(r, 0.0, t)
-    q1 = q.split("; ")[0]
-    speed = client.query_df(
-        f'SELECT last("speed") AS speed FROM {quote_ident(schema.NET.name)} WHERE time >= $s AND time < $e '
-        'AND "device" != \'lo\' AND "speed" > 0 GROUP BY "node", "role", "device"',
-        params,
+    speed, s0, s1, r0, r1 = (
+        series_to_frame(r["series"]) for r in client.query(q, {"s": t.start_ns, "e": t.end_ns})
     )
-    if speed.empty:
+    if speed.empty or s0.empty:
         return pd.DataFrame()
-    rows = series_to_frame(client.query(q1, params)[0]["series"])
-    if rows.empty:
-        return rows
     keys = ["node", "role", "device"]
-    rows = rows.drop(columns=["time", "_measurement"], errors="ignore").merge(
-        speed[[*keys, "speed"]], on=keys
+    f = speed[speed["speed"] > 0][[*keys, "speed"]]
+    f = f.merge(s0[[*keys, "time", "a"]], on=keys).merge(s1[[*keys, "time", "b"]], on=keys)
+    f = f.merge(r0[[*keys, "a"]].rename(columns={"a": "ra"}), on=keys).merge(
+        r1[[*keys, "b"]].rename(columns={"b": "rb"}), on=keys
     )
-    link = rows["speed"] * 1e6 / 100.0  # bit/s per percent
-    for c in ("mean", "p95", "max"):
-        rows[c] = rows[c] / link
-    rows["sat"] = np.nan  # per-sample share needs the speed inside the query; not counted
-    return rows.drop(columns=["speed"])
+    span = (f["time_y"] - f["time_x"]) / NS
+    bits = ((f["b"] - f["a"]) + (f["rb"] - f["ra"])) * 8 / span.where(span > 0)
+    level = bits / (f["speed"] * 1e6) * 100.0
+    return f[keys].assign(mean=level, p95=level, max=level, n=1, sat=np.nan)
 
 
 def test_bottlenecks(

@@ -38,7 +38,13 @@ import pandas as pd
 from analysis.summary import latency_of
 from analysis.windows import NS, AnalysisError, TestWindow, load_tests
 from collector import discovery, histogram, schema
-from collector.influx import InfluxClient, quote_ident, regex_any_of, regex_literal
+from collector.influx import (
+    InfluxClient,
+    quote_ident,
+    regex_any_of,
+    regex_literal,
+    series_to_frame,
+)
 
 CLIENT = "client"
 ALL_NODES = ("all", "cluster")
@@ -486,75 +492,133 @@ def _time(params: dict, lo: int, hi: int) -> str:
     return "time >= $s AND time < $e"
 
 
-def query_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
-    """The one aggregation statement of a term: one row per chunk, no per-series rows."""
+def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
+    """A term's statements, sent as one request; only native aggregates and selectors.
+
+    InfluxDB 1.x evaluates subqueries and transformations (derivative) point by point in
+    its query engine, which is slower than pulling the points; plain aggregates and
+    first/last selectors per series are answered from the storage engine. Counters:
+    first and last sample per series (their times give the exact span) and the last
+    sample of each chunk; gauges and client data: the mean per series and chunk.
+    """
     params = dict(src.params)
     m = quote_ident(src.measurement)
     keys = ", ".join(quote_ident(k) for k in src.series)
-    end = ch.start_ns + ch.k * ch.step_ns
-    win = _time(params, ch.start_ns, end)
+    win = _time(params, ch.start_ns, ch.start_ns + ch.k * ch.step_ns)
     cond = f" AND {src.where}" if src.where else ""
+    if src.kind == "client":
+        params["run"], params["test"] = t.run, t.test
+        cond += ' AND "run" = $run AND "test" = $test'
+    tail = f"FROM {m} WHERE {win}{cond} GROUP BY {keys}"
     names = [f"v{i}" for i in range(len(src.fields))]
+
+    def sel(fn: str) -> str:
+        return ", ".join(
+            f"{fn}({quote_ident(f)}) AS {n}" for f, n in zip(src.fields, names, strict=True)
+        )
+
     if src.kind in ("counter", "latency_pair"):
-        inner = ", ".join(
-            f"non_negative_derivative({quote_ident(f)}, 1s) AS {n}"
-            for f, n in zip(src.fields, names, strict=True)
-        )
-        level0 = f"SELECT {inner} FROM {m} WHERE {win}{cond} GROUP BY {keys}"
+        # a statement with one selector returns that point's time; with several, not
+        first_t = f"SELECT first({quote_ident(src.fields[0])}) AS v0 {tail}"
+        last_t = f"SELECT last({quote_ident(src.fields[0])}) AS v0 {tail}"
+        statements = [
+            first_t,
+            last_t,
+            f"SELECT {sel('first')} {tail}",
+            f"SELECT {sel('last')} {tail}",
+        ]
+        statements.append(f"SELECT {sel('last')} {tail}, {ch.group_by()}")
     else:
-        if src.kind == "client":
-            params["run"], params["test"] = t.run, t.test
-            cond += ' AND "run" = $run AND "test" = $test'
-        inner = ", ".join(
-            f"{quote_ident(f)} AS {n}" for f, n in zip(src.fields, names, strict=True)
-        )
-        level0 = f"SELECT {inner} FROM {m} WHERE {win}{cond}"
-    mid = ", ".join(f"mean({n}) AS {n}" for n in names)
-    level1 = f"SELECT {mid} FROM ({level0}) WHERE {win} GROUP BY {keys}, {ch.group_by()}"
-    top = ", ".join(f"sum({n}) AS {n}" for n in names) + f", count({names[0]}) AS n"
-    return f"SELECT {top} FROM ({level1}) WHERE {win} GROUP BY {ch.group_by()}", params
+        statements = [f"SELECT {sel('mean')} {tail}, {ch.group_by()}"]
+    return "; ".join(statements), params
 
 
-def _chunk_frame(df: pd.DataFrame, ch: Chunks, names: Sequence[str]) -> pd.DataFrame:
-    out = pd.DataFrame(np.nan, index=range(ch.k), columns=[*names, "n"])
-    if df.empty:
-        return out
-    idx = ch.index(df["time"])
-    ok = (idx >= 0) & (idx < ch.k)
-    for c in [*names, "n"]:
-        out.loc[idx[ok], c] = df.loc[ok, c].to_numpy(float)
-    return out
+def _frames(client: InfluxClient, q: str, params: dict) -> list[pd.DataFrame]:
+    return [series_to_frame(r["series"]) for r in client.query(q, params)]
+
+
+def _counter_chunks(
+    frames: list[pd.DataFrame], src: Source, ch: Chunks
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(window rate per field, per chunk rate per field), summed over series."""
+    first_t, last_t, first, last, per_chunk = frames
+    if first.empty:
+        return None
+    keys = list(src.series)
+    names = [f"v{i}" for i in range(len(src.fields))]
+    f = first_t[[*keys, "time"]].merge(last_t[[*keys, "time"]], on=keys, suffixes=("_a", "_b"))
+    f = f.merge(first[[*keys, *names]], on=keys).merge(
+        last[[*keys, *names]], on=keys, suffixes=("_a", "_b")
+    )
+    span = (f["time_b"] - f["time_a"]).to_numpy(float) / NS
+    ok = span > 0
+    delta = np.stack([(f[f"{n}_b"] - f[f"{n}_a"]).to_numpy(float) for n in names], axis=1)
+    ok &= (delta >= 0).all(axis=1)  # a counter reset in the window: the series is left out
+    rate = (delta[ok] / span[ok, None]).sum(axis=0)
+    # chunk increments from the chunk-end values (the first from the window's first sample)
+    pc = per_chunk.copy()
+    pc["chunk"] = ch.index(pc["time"])
+    pc = pc[(pc["chunk"] >= 0) & (pc["chunk"] < ch.k)]
+    ends = pc.pivot_table(index=keys, columns="chunk", values=names, aggfunc="last")
+    base = f.set_index(keys)[[f"{n}_a" for n in names]]
+    base.columns = names
+    base = base[ok]
+    lens = np.full(ch.k, ch.step_ns / NS)
+    lens[0] -= (float(np.median(f["time_a"][ok])) - ch.start_ns) / NS if ok.any() else 0.0
+    chunk_rate = np.full((ch.k, len(names)), np.nan)
+    for j, n in enumerate(names):
+        if n not in ends.columns.get_level_values(0):
+            continue
+        e = ends[n].reindex(index=base.index, columns=range(ch.k)).ffill(axis=1)
+        prev = pd.concat([base[n], e.iloc[:, :-1]], axis=1).to_numpy(float)
+        inc = np.clip(e.to_numpy(float) - prev, 0, None)
+        chunk_rate[:, j] = np.nansum(inc, axis=0) / np.maximum(lens, 1e-9)
+    return rate, chunk_rate
 
 
 def term_value(client: InfluxClient, src: Source, ch: Chunks, t: TestWindow) -> TermValue:
-    """Run a term's query (client latency: its fine histograms) and reduce it."""
+    """Run a term's statements (client latency: its fine histograms) and reduce them."""
     if src.kind == "client" and src.combine.startswith("lat_"):
         return _client_latency(client, src, ch, t)
-    q, params = query_for(src, ch, t)
-    names = [f"v{i}" for i in range(len(src.fields))]
-    f = _chunk_frame(client.query_df(q, params), ch, names)
+    q, params = queries_for(src, ch, t)
+    frames = _frames(client, q, params)
     step_s = ch.step_ns / NS
-    v = f[names].to_numpy(float)
-    if src.kind == "latency_pair":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return TermValue(float(np.nansum(v[:, 0]) / np.nansum(v[:, 1])), v[:, 0] / v[:, 1])
+    if src.kind in ("counter", "latency_pair"):
+        got = _counter_chunks(frames, src, ch)
+        if got is None:
+            return TermValue(np.nan, np.full(ch.k, np.nan))
+        rate, chunk_rate = got
+        if src.kind == "latency_pair":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return TermValue(float(rate[0] / rate[1]), chunk_rate[:, 0] / chunk_rate[:, 1])
+        scale = 1 / 1000.0 if src.fields == ("io_time",) else 1.0  # ms -> s
+        total, chunks = rate.sum() * scale, chunk_rate.sum(axis=1) * scale
+        if src.combine == "rate":
+            return TermValue(float(total), chunks)
+        return TermValue(float(total * ch.seconds), chunks * step_s)
+    df = frames[0]
+    names = [f"v{i}" for i in range(len(src.fields))]
+    level = np.full(ch.k, np.nan)
+    series = np.zeros(ch.k)
+    if not df.empty:
+        idx = ch.index(df["time"])
+        ok = (idx >= 0) & (idx < ch.k) & df[names].notna().all(axis=1).to_numpy()
+        vals = df.loc[ok, names].to_numpy(float).sum(axis=1)
+        level = np.bincount(idx[ok], vals, minlength=ch.k)[: ch.k]
+        series = np.bincount(idx[ok], minlength=ch.k)[: ch.k].astype(float)
+        level[series == 0] = np.nan
     if src.kind == "cpu":  # per core % idle and iowait: busy cores = cores - (idle+iowait)/100
-        busy = f["n"].to_numpy(float) - v.sum(axis=1) / 100.0
+        busy = series - level / 100.0
         chunks = busy * step_s if src.combine == "busy_seconds" else busy
-        total = float(_nanmean(chunks) * (ch.k if src.combine == "busy_seconds" else 1))
+        total = _nanmean(chunks) * (ch.k if src.combine == "busy_seconds" else 1)
         return TermValue(total, chunks)
-    level = v.sum(axis=1) if len(names) > 1 else v[:, 0]
     if src.kind == "client":
         fld = src.combine
         if fld in ("bw_bytes", "bytes"):
             level = level * 1024.0  # fio logs KiB/s
         if fld in ("ios", "bytes"):
-            return TermValue(float(_nanmean(level) * ch.seconds), level * step_s)
-        return TermValue(float(_nanmean(level)), level)
-    if src.kind == "counter" and src.combine != "rate":
-        scale = 1 / 1000.0 if src.fields == ("io_time",) else 1.0  # ms -> s
-        return TermValue(float(_nanmean(level) * ch.seconds * scale), level * step_s * scale)
-    return TermValue(float(_nanmean(level)), level)
+            return TermValue(_nanmean(level) * ch.seconds, level * step_s)
+    return TermValue(_nanmean(level), level)
 
 
 def _nanmean(a: np.ndarray) -> float:

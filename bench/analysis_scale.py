@@ -1,0 +1,227 @@
+"""Analysis jobs at cluster scale: ours (tag index + server-side aggregation) vs a naive pull.
+
+Synthetic cluster in a private influxd: N nodes x 8 disks (diskio counters) and CPU
+(cpu-total + 2 cores) at 1 s, roles `ceph-osd` (70 %), `ceph-mon,ceph-osd` (10 %) and
+`testnode` (20 %, which also carry the fio client data), the wally_node/wally_device
+index and one `wally_test` window. The issue asks for 10 minutes of data; writing
+1000 nodes x 8 devices x 600 s (~5M diskio lines plus CPU) takes several minutes on this
+2-core machine, so the duration is 2 minutes (--seconds to change it).
+
+Jobs timed per scale (100, 300, 1000 nodes, one database each):
+- ours: `RatioEngine.evaluate` of `storage.disk.ios / client.ios` and
+  `storage.cpu.busy_seconds * 1000 / client.ios`, and `test_bottlenecks` (disk util and
+  queue, CPU per node and core): one aggregation statement per term/resource;
+- baseline: pull every diskio/cpu series of the window, match each series' role tag
+  with a regex client-side, compute rates and levels in pandas (the old Wally model the
+  seed says does not scale).
+Ends with `ratio=<baseline/ours at the largest scale> target=>=10`.
+
+    python bench/analysis_scale.py [--nodes 100 300 1000] [--seconds 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis import bottlenecks, ratios
+from analysis.windows import NS, load_tests
+from collector.influx import InfluxClient, InfluxConfig
+from collector.influxd import EmbeddedInfluxd
+from collector.lineproto import Point
+from collector.writer import InfluxWriter
+
+DEVICES = [f"sd{c}" for c in "abcdefgh"]
+CORES = ["cpu-total", "cpu0", "cpu1"]
+EXPRS = {
+    "disk": "storage.disk.ios / client.ios",
+    "cpu": "storage.cpu.busy_seconds * 1000 / client.ios",
+}
+
+
+def roles_of(i: int) -> str:
+    k = i % 10
+    return "testnode" if k < 2 else "ceph-mon,ceph-osd" if k == 2 else "ceph-osd"
+
+
+def populate(client: InfluxClient, n: int, seconds: int, t0: int) -> None:
+    """Write the synthetic cluster (vectorised frames through the project's writer)."""
+    rng = np.random.default_rng(n)
+    writer = InfluxWriter(client, batch_lines=20000, validate=False)
+    t = t0 + np.arange(seconds, dtype=np.int64) * NS
+    names = [f"node{i:04d}" for i in range(n)]
+    nodes = np.array(names)
+    roles = np.array([roles_of(i) for i in range(n)])
+    points = []
+    for i in range(n):
+        for role in roles[i].split(","):
+            tags = {"node": names[i], "role": role}
+            points.append(Point("wally_node", tags, {"roles": str(roles[i]), "cores": 2}, t0))
+            for d in DEVICES:
+                dtags = {**tags, "device": d, "device_role": "osd-data", "kind": "disk"}
+                points.append(Point("wally_device", dtags, {"size": 1 << 40}, t0))
+    writer.write(points)
+    # diskio: one row per (node, device, second)
+    ns, nd = n, len(DEVICES)
+    series = ns * nd
+    rate = rng.uniform(50, 400, series)
+    ops = np.cumsum(rng.poisson(rate[:, None], (series, seconds)), axis=1).astype(np.int64)
+    node_ix = np.repeat(np.arange(ns), nd)
+    dev_ix = np.tile(np.arange(nd), ns)
+    for chunk in np.array_split(np.arange(series), max(series // 800, 1)):
+        m = len(chunk)
+        df = pd.DataFrame(
+            {
+                "time": np.tile(t, m),
+                "node": np.repeat(nodes[node_ix[chunk]], seconds),
+                "role": np.repeat(roles[node_ix[chunk]], seconds),
+                "device": np.repeat(np.array(DEVICES)[dev_ix[chunk]], seconds),
+                "device_role": "osd-data",
+                "reads": ops[chunk].ravel(),
+                "writes": (ops[chunk] // 2).ravel(),
+                "io_time": (ops[chunk] * 2).ravel(),
+                "weighted_io_time": (ops[chunk] * 5).ravel(),
+            }
+        )
+        writer.write_frame(df, "diskio", ["node", "role", "device", "device_role"], None, "time")
+    busy = rng.uniform(5, 95, (ns, len(CORES), seconds))
+    df = pd.DataFrame(
+        {
+            "time": np.tile(t, ns * len(CORES)),
+            "node": np.repeat(nodes, len(CORES) * seconds),
+            "role": np.repeat(roles, len(CORES) * seconds),
+            "cpu": np.tile(np.repeat(CORES, seconds), ns),
+            "usage_idle": (100 - busy).ravel(),
+            "usage_iowait": np.zeros(busy.size),
+        }
+    )
+    writer.write_frame(df, "cpu", ["node", "role", "cpu"], None, "time")
+    clients = nodes[roles == "testnode"]
+    df = pd.DataFrame(
+        {
+            "time": np.tile(t, len(clients)),
+            "node": np.repeat(clients, seconds),
+            "op": "write",
+            "iops": rng.uniform(900, 1100, len(clients) * seconds),
+            "bw": 4000.0,
+        }
+    )
+    const = {"run": "bench", "test": "t1", "bs": "4k", "qd": "8"}
+    writer.write_frame(df, "fio", ["node", "op"], None, "time", const)
+    writer.write(
+        [
+            Point(
+                "wally_test",
+                {"run": "bench", "test": "t1", "node": c, "kind": "fio", "status": "done"},
+                {"start": t0, "end": int(t[-1]), "iteration": 1, "params": "{}", "ramp": 0.0},
+                t0,
+            )
+            for c in clients.tolist()
+        ]
+    )
+    writer.flush()
+    writer.close()
+
+
+def ours(client: InfluxClient) -> dict:
+    test = load_tests(client, "bench")[0]
+    engine = ratios.RatioEngine(client)
+    out = {k: engine.evaluate(ratios.parse(k, e), test).value for k, e in EXPRS.items()}
+    table = bottlenecks.test_bottlenecks(client, test)
+    out["top"] = f"{table.iloc[0]['resource']} {table.iloc[0]['node']}"
+    return out
+
+
+def baseline(client: InfluxClient) -> dict:
+    """Pull every series, match roles client-side with regexes, compute in pandas."""
+    test = load_tests(client, "bench")[0]
+    p = {"s": test.start_ns, "e": test.end_ns}
+    storage = re.compile(r"(^|,)(storage|ceph-osd)(,|$)")
+    disk = client.query_df('SELECT * FROM "diskio" WHERE time >= $s AND time < $e GROUP BY *', p)
+    cpu = client.query_df('SELECT * FROM "cpu" WHERE time >= $s AND time < $e GROUP BY *', p)
+    fio = client.query_df(
+        "SELECT * FROM \"fio\" WHERE run = 'bench' AND time >= $s AND time < $e GROUP BY *", p
+    )
+    seconds = (test.end_ns - test.start_ns) / NS
+    total_disk, total_busy = 0.0, 0.0
+    levels = []
+    for (node, _device), g in disk.groupby(["node", "device"]):
+        role = g["role"].iloc[0]
+        g = g.sort_values("time")
+        dt = np.diff(g["time"].to_numpy()) / NS
+        util = np.diff(g["io_time"].to_numpy()) / dt / 10
+        levels.append((np.percentile(util, 95) / 90, "disk util", node))
+        if storage.match(role) or storage.search(role):
+            ios = g["reads"].to_numpy() + g["writes"].to_numpy()
+            total_disk += np.mean(np.diff(ios) / dt) * seconds
+    for (node, core), g in cpu.groupby(["node", "cpu"]):
+        busy = 100 - g["usage_idle"] - g["usage_iowait"]
+        levels.append((np.percentile(busy, 95) / 90, "cpu", node))
+        if core != "cpu-total" and storage.search(g["role"].iloc[0]):
+            total_busy += busy.mean() / 100 * seconds
+    client_ios = fio.groupby("node")["iops"].mean().sum() * seconds
+    top = max(levels)
+    return {
+        "disk": total_disk / client_ios,
+        "cpu": total_busy * 1000 / client_ios,
+        "top": f"{top[1]} {top[2]}",
+    }
+
+
+def timed(f, client: InfluxClient) -> tuple[float, dict]:
+    t = time.perf_counter()
+    out = f(client)
+    return time.perf_counter() - t, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, nargs="+", default=[100, 300, 1000])
+    ap.add_argument("--seconds", type=int, default=120)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wally-bench-analysis-") as tmp:
+        server = EmbeddedInfluxd(Path(tmp))
+        url = server.start()
+        try:
+            t0 = (time.time_ns() // NS - args.seconds - 3600) * NS
+            rows = []
+            for n in args.nodes:
+                client = InfluxClient(InfluxConfig(url=url, database=f"scale{n}", timeout=600))
+                client.create_database()
+                w = time.perf_counter()
+                populate(client, n, args.seconds, t0)
+                print(f"{n} nodes: wrote in {time.perf_counter() - w:.1f} s", flush=True)
+                t_ours, r_ours = timed(ours, client)
+                t_base, r_base = timed(baseline, client)
+                for k in EXPRS:
+                    if not np.isclose(r_ours[k], r_base[k], rtol=0.02):
+                        raise SystemExit(f"{n} nodes: {k} differs: ours {r_ours[k]} vs {r_base[k]}")
+                rows.append((n, t_ours, t_base))
+                print(
+                    f"{n:5d} nodes: ours {t_ours:6.2f} s, baseline {t_base:6.2f} s, "
+                    f"x{t_base / t_ours:.1f}; disk ios/client io {r_ours['disk']:.3f}, "
+                    f"storage cpu s/1k ios {r_ours['cpu']:.3f}",
+                    flush=True,
+                )
+        finally:
+            server.destroy()
+    n0, o0, _ = rows[0]
+    for n, o, b in rows:
+        print(
+            f"growth vs {n0} nodes: nodes x{n / n0:.1f}, ours x{o / o0:.2f}, baseline x{b / rows[0][2]:.2f}"
+        )
+    n, o, b = rows[-1]
+    print(f"ratio={b / o:.1f} target=>=10")
+
+
+if __name__ == "__main__":
+    main()
