@@ -247,11 +247,12 @@ class Grid:
     origin_ms: int
     step_ms: int = STEP_MS
 
-    def bucket(self, time_ms: np.ndarray, window_ms: int) -> np.ndarray:
-        # Twice the midpoint, from the origin: exact integers far below 2**53, so a float
+    def bucket(self, time_ms: np.ndarray, window_ms: int, offset: int = 0) -> np.ndarray:
+        """The bucket of each sample (plus `offset`, added on the way for free)."""
+        # The midpoint, from the origin: multiples of 0.5 far below 2**53, so a float
         # division floors exactly (and is much faster than an int64 floor division).
-        mid = (np.asarray(time_ms, dtype=np.int64) - self.origin_ms) * 2 - window_ms
-        return np.floor(mid / (2 * self.step_ms)).astype(np.int64) + 1
+        mid = np.asarray(time_ms, dtype=np.int64) - (self.origin_ms + window_ms / 2)
+        return (np.floor(mid / self.step_ms) + (1 + offset)).astype(np.int64)
 
     def time_ns(self, bucket: np.ndarray) -> np.ndarray:
         return (self.origin_ms + np.asarray(bucket, dtype=np.int64) * self.step_ms) * 1_000_000
@@ -278,17 +279,23 @@ class _Keys:
     span: int
 
     @classmethod
-    def of(cls, series: Sequence[np.ndarray], buckets: Sequence[np.ndarray]) -> _Keys:
-        first = min(int(b.min()) for b in buckets)
-        last = max(int(b.max()) for b in buckets)
+    def of(
+        cls, grid: Grid, window_ms: int, sources: Sequence[tuple[int, np.ndarray, np.ndarray]]
+    ) -> _Keys:
+        """Codes of `sources`: (node index, ddir array, time_ms array) per log."""
+        first = min(int(grid.bucket(t.min(), window_ms)) for _, _, t in sources)
+        last = max(int(grid.bucket(t.max(), window_ms)) for _, _, t in sources)
         if first < 0 or last >= 1 << 40:
             raise FioParseError(
                 "fio log times are far before the test start: mixed relative/epoch logs?"
             )
         span = last - first + 1
-        return cls(
-            [s * span + (b - first) for s, b in zip(series, buckets, strict=True)], first, span
-        )
+        codes = []
+        for node, ddir, t in sources:
+            code = grid.bucket(t, window_ms, node * 4 * span - first)
+            code += ddir * span
+            codes.append(code)
+        return cls(codes, first, span)
 
     def compact(self) -> tuple[np.ndarray, list[np.ndarray]]:
         """Codes to group by, sorted, and each source's index into them.
@@ -345,21 +352,20 @@ def rates_frame(
     if not jobs:
         return pd.DataFrame(columns=["time", "node", "op", "iops", "bw"])
     keys = _Keys.of(
-        [n * 4 + f["ddir"].to_numpy() for _, n, f in jobs],
-        [grid.bucket(f["time_ms"].to_numpy(), window) for _, _, f in jobs],
+        grid, window, [(n, f["ddir"].to_numpy(), f["time_ms"].to_numpy()) for _, n, f in jobs]
     )
     uniq, index = keys.compact()
     size = len(uniq)
     acc = {name: (np.zeros(size), np.zeros(size, dtype=np.int64)) for name in ("iops", "bw")}
     for (field, _, f), idx in zip(jobs, index, strict=True):
-        lines = np.bincount(idx, minlength=size)
         if window:  # a job's window averages falling in one second: their mean
+            lines = np.bincount(idx, minlength=size)
             value = np.bincount(idx, f["value"].to_numpy(dtype=np.float64), minlength=size)
             value /= np.maximum(lines, 1)
         elif field == "iops":  # one line per I/O
-            value = lines
-        else:
-            value = np.bincount(idx, f["bs"].to_numpy() / 1024.0, minlength=size)
+            lines = value = np.bincount(idx, minlength=size)
+        else:  # every I/O moves bytes: a second with I/O has bytes
+            lines = value = np.bincount(idx, f["bs"].to_numpy() / 1024.0, minlength=size)
         total, njobs = acc[field]
         total += value
         njobs += lines > 0
@@ -567,10 +573,7 @@ def _merge_hist_rows(
 
     Returns the keys, the sorted distinct codes and the (codes, bins) counts.
     """
-    keys = _Keys.of(
-        [i * 4 + h.ddir for i, h in logs],
-        [grid.bucket(h.time_ms, log_hist_msec) for _, h in logs],
-    )
+    keys = _Keys.of(grid, log_hist_msec, [(i, h.ddir, h.time_ms) for i, h in logs])
     uniq, index = keys.compact()
     nbins = logs[0][1].nbins
     dense = np.zeros(len(uniq) * nbins, dtype=np.int64)
@@ -616,8 +619,7 @@ def clat_log_histograms(
     if grid is None:
         grid = grid_for([f["time_ms"].to_numpy() for _, f in frames], 0)
     keys = _Keys.of(
-        [i * 4 + f["ddir"].to_numpy() for i, f in frames],
-        [grid.bucket(f["time_ms"].to_numpy(), 0) for _, f in frames],
+        grid, 0, [(i, f["ddir"].to_numpy(), f["time_ms"].to_numpy()) for i, f in frames]
     )
     uniq, index = keys.compact()
     counts = np.zeros(len(uniq) * histogram.PLAT_NR, dtype=np.int64)

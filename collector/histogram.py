@@ -69,14 +69,14 @@ def fio_bin_values() -> np.ndarray:
 def value_to_bin(values_ns: np.ndarray) -> np.ndarray:
     """fio's plat_val_to_idx, vectorised: the fine bin of each latency (ns).
 
-    For v >= 128 fio takes the 7 leading bits: with v = m * 2**e (frexp, 0.5 <= m < 1) that
-    is floor(m * 128), exact in float64 (v < 2**53), in group e - 7.
+    For v >= 128 fio keeps the leading bit and the next 6: group msb - 5, slot = those 6
+    bits. As a float64 (exact below 2**53) that is the biased exponent and the top 6
+    mantissa bits, i.e. bits 46.. of the float: idx = (bits >> 46) - (1023 + 5) * 64.
     """
     v = np.asarray(values_ns, dtype=np.int64)
     if v.size and v.min() < 0:
         raise ValueError("latencies must be >= 0 ns")
-    m, e = np.frexp(v.astype(np.float64))
-    idx = (e.astype(np.int64) - 7) * PLAT_VAL + (m * 2 * PLAT_VAL).astype(np.int64)
+    idx = (v.astype(np.float64).view(np.int64) >> 46) - (1023 + PLAT_BITS - 1) * PLAT_VAL
     idx = np.where(v < 2 * PLAT_VAL, v, idx)
     return np.minimum(idx, PLAT_NR - 1)
 
