@@ -1,17 +1,17 @@
 """Which resource came closest to saturation in each test, and which saturated first.
 
-Every resource is one aggregation per test over the window, grouped by series on the
-server (InfluxDB computes the per-sample levels and their mean/p95/max and the number of
-samples past the threshold); the client only ranks the per-series rows. Levels:
-- disk util: io_time rate (ms/s) / 10, in %; disk queue: weighted_io_time rate / 1000,
-  the average number of requests in flight (iostat's aqu-sz);
-- cpu: non-idle, non-iowait share of `cpu-total` per node; cpu core: per core, the
-  hottest core per node is kept;
-- nic: (bytes_sent + bytes_recv) rate as a share of the link speed, when it is known;
-- osd queue: share of an OSD op's time spent waiting for its PG (ceph_op_stages).
+Every resource is one request per test over the window, grouped by series on the
+server (InfluxDB computes each series' mean/p95/max and the number of samples past the
+threshold with native aggregates); the client only ranks the per-series rows. Levels:
+- disk util: `io_util` (%, Telegraf's and our sensor's gauge); disk queue:
+  `iops_in_progress`, the requests in flight at each sample;
+- cpu: non-idle share (100 - usage_idle) of `cpu-total` per node; cpu core: per core,
+  the hottest core per node is kept;
+- nic: (bytes_sent + bytes_recv) mean rate as a share of the link speed, when known.
 Closeness = p95 level / threshold; the share of samples at or past the threshold is the
 time share spent saturated. Broker CPU in RPC tests is the cpu of the nodes with a
 rabbitmq role, ranked with the rest.
+- osd queue: share of OSD op time spent queued for the PG (ceph_op_stages), per OSD.
 """
 
 from __future__ import annotations
@@ -155,6 +155,22 @@ def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     return f[keys].assign(mean=level, p95=level, max=level, n=1, sat=np.nan)
 
 
+def _osd_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
+    """Per OSD, the share of op time spent queued for its PG (ceph_op_stages), if any."""
+    df = client.query_df(
+        f'SELECT sum("queue_sum") AS q, sum("duration_sum") AS d FROM '
+        f"{quote_ident(schema.CEPH_OP_STAGES.name)} WHERE time >= $s AND time < $e "
+        'GROUP BY "node", "role", "id"',
+        {"s": t.start_ns, "e": t.end_ns},
+    )
+    if df.empty:
+        return df
+    level = df["q"] / df["d"].where(df["d"] > 0)
+    return df[["node", "role"]].assign(
+        device="osd." + df["id"], mean=level, p95=level, max=level, n=1, sat=np.nan
+    )
+
+
 def test_bottlenecks(
     client: InfluxClient, t: TestWindow, th: Thresholds = Thresholds()
 ) -> pd.DataFrame:
@@ -172,6 +188,9 @@ def test_bottlenecks(
     nic = _nic_levels(client, t)
     if not nic.empty:
         frames.append(nic.assign(resource="nic", unit="%", threshold=th.nic_pct))
+    osd = _osd_levels(client, t)
+    if not osd.empty:
+        frames.append(osd.assign(resource="osd queue", unit="share", threshold=th.osd_queue_share))
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)

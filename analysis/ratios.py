@@ -9,19 +9,22 @@ series is pulled to the client and nothing is matched client-side: the seed's "r
 search does not scale for big clusters".
 
 Semantics of a term over a window of T seconds, split into equal time chunks:
-- counters: per series mean rate (non_negative_derivative) x T, summed over series:
-  the total in the window even when the sampling interval does not divide it. Only
-  intervals between two samples inside the window count (like fio's seconds wholly
-  inside it): an interval reaching before the start would mix in idle time;
-- gauges: per series mean, summed over series (a total level, e.g. queue depth);
+- counters: per series (last - first) / (time of last - time of first) over the samples
+  inside the window, x T, summed over series: the total in the window even when the
+  sampling interval does not divide it (intervals reaching outside the window would mix
+  in idle time; a series whose counter went backwards is left out);
+- gauges: per series mean, summed over series (a total level, e.g. queue depth;
+  `cpu.usage_*` are summed over cores: percent of one core);
 - derived: `cpu.busy_seconds` (non-idle, non-iowait core-seconds), `cpu.busy_cores`,
   `disk.ios/bytes/iops/busy_seconds`, `net.bytes/packets`, Ceph latency pairs
   (`X` with `X.sum`, `X.avgcount`: mean seconds per op, weighted by ops);
 - `client.[read|write.]FIELD`: the test's fio data: iops, ios, bw_bytes, bytes,
   lat_mean, lat_p50 .. lat_p99_9 (seconds, from fio_hist_fine);
 - `seconds`: the window length.
-The ratio is evaluated on window totals and on each chunk; the deviation across chunks
-says whether the cost was steady.
+Only native aggregates and first/last selectors are used: InfluxDB 1.x runs subqueries
+and derivative() point by point, slower than pulling the points (measured by
+bench/analysis_scale.py). The ratio is evaluated on window totals and on each chunk; the
+deviation across chunks says whether the cost was steady.
 """
 
 from __future__ import annotations
