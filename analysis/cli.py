@@ -324,6 +324,9 @@ def report_cmd(
     emit(tables, None, titles)
     for line in warnings:
         click.echo(line)
+    for where, errors in data.errors.items():
+        for e in errors:
+            click.echo(f"warning: section {where}: {e}", err=True)
     click.echo(f"report: {out}", err=True)
     if paths:
         click.echo(f"exports: {export_dir} ({', '.join(p.name for p in paths.values())})", err=True)

@@ -10,6 +10,7 @@ cluster sections have content.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,7 +27,9 @@ from analysis.config import AnalysisSection
 from analysis.page import Block, Section
 from analysis.windows import NS, RunNotFound, TestWindow, load_tests, windows_frame
 from collector import schema
-from collector.influx import InfluxClient, quote_ident
+from collector.influx import InfluxClient, InfluxError, quote_ident
+
+log = logging.getLogger(__name__)
 
 MARGIN_S = 30  # cluster load shown around the tests
 TOP_RESOURCES = 5  # bottleneck rows per test in the page (exports have all)
@@ -60,6 +63,7 @@ class ReportData:
     plan_text: str | None = None
     config_text: str | None = None
     database: str = ""
+    errors: dict[str, list[str]] = field(default_factory=dict)  # section id -> failures
     generated: str = field(
         default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     )
@@ -110,14 +114,25 @@ def run_span(tests: list[TestWindow], margin_s: int = MARGIN_S) -> tuple[int, in
 
 
 @contextmanager
-def _step(progress: Progress | None, label: str, total: int = 1) -> Iterator:
-    """A progress line for one gathering step; yields a function that advances it."""
-    if progress is None:
-        yield lambda: None
-        return
-    task = progress.add_task(label, total=total)
-    yield lambda: progress.advance(task)
-    progress.update(task, completed=total)
+def _step(
+    data: ReportData, where: str, progress: Progress | None, label: str, total: int = 1
+) -> Iterator:
+    """One gathering step: a progress line, and its failure kept for the page.
+
+    An analysis that fails leaves its section with the error and the rest of the report
+    intact; a database that cannot be reached stops the report.
+    """
+    task = progress.add_task(label, total=total) if progress else None
+    try:
+        yield (lambda: progress.advance(task)) if progress else (lambda: None)
+    except InfluxError:
+        raise
+    except Exception as e:
+        log.debug("report: %s failed", label, exc_info=True)
+        data.errors.setdefault(where, []).append(f"{label} failed: {type(e).__name__}: {e}")
+    finally:
+        if progress:
+            progress.update(task, completed=total)
 
 
 def _latest(
@@ -202,29 +217,29 @@ def collect(
     fio_tests = [t for t in tests if t.kind == "fio"]
     key = run or ""
     if tests:
-        with _step(progress, "per-test numbers", len(fio_tests)) as advance:
+        with _step(data, "summary", progress, "per-test numbers", len(fio_tests)) as advance:
             nums = []
             for t in fio_tests:
                 nums += summary.test_numbers(client, t)
                 advance()
             data.numbers = summary.numbers_frame(nums)
             data.storage = summary.storage_summary(data.numbers)
-        with _step(progress, "resource costs"):
+        with _step(data, "costs", progress, "resource costs"):
             data.ratios = ratios.ratio_table(
                 client, key, section.ratio_exprs(), tests=tests, **section.engine_kw()
             )
-        with _step(progress, "bottlenecks and checks"):
+        with _step(data, "bottlenecks", progress, "bottlenecks and checks"):
             limits = section.limits()
             data.bottlenecks = bottlenecks.run_bottlenecks(client, key, limits, tests)
             data.first_saturated = bottlenecks.first_saturated(data.bottlenecks, tests, limits)
             data.checks = bottlenecks.run_checks(client, key, limits, tests, **section.engine_kw())
-        with _step(progress, "per-test series", len(fio_tests)) as advance:
+        with _step(data, "series", progress, "per-test series", len(fio_tests)) as advance:
             for t in fio_tests:
                 data.throughput[t.test] = series.throughput(client, t)
                 data.latency[t.test] = series.latency(client, t)
                 data.latency_heatmaps[t.test] = series.latency_heatmap(client, t)
                 advance()
-    with _step(progress, "cluster load", 1 + len(HEATMAP_RESOURCES)) as advance:
+    with _step(data, "cluster", progress, "cluster load", 1 + len(HEATMAP_RESOURCES)) as advance:
         data.load = series.cluster_load(client, *span, data.step_s)
         advance()
         for name in HEATMAP_RESOURCES:
@@ -547,6 +562,8 @@ def sections(data: ReportData) -> list[Section]:
         *_cluster_sections(data),
         *_inventory_sections(data),
     ]
+    for s in out:
+        s.blocks[:0] = [Block("warn", text=e) for e in data.errors.get(s.id, [])]
     return [*out, _help_section(out)]
 
 

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.rabbitmq",
     "tests.fixtures.ceph",
+    "tests.fixtures.chromium",
 ]
