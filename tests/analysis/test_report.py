@@ -12,8 +12,10 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from analysis import report, summary
+from analysis.cli import main
 from analysis.windows import RunNotFound
 from collector import fio
 
@@ -218,8 +220,8 @@ def test_user_strings_are_escaped_and_secrets_left_out(short_runs, tmp_path):
 
 
 def test_unknown_run_says_how_to_find_runs(short_runs):
-    r = _cli(["report", "no-such-run"], short_runs)
-    assert r.returncode == 2
+    r = CliRunner().invoke(main, ["report", "no-such-run", *short_runs.db_args()])
+    assert r.exit_code == 2
     assert "run 'no-such-run' not found" in r.stderr
     assert 'SHOW TAG VALUES FROM wally_test WITH KEY = "run"' in r.stderr
     assert short_runs.runs[0].run_id in r.stderr  # the known runs are listed
