@@ -14,9 +14,17 @@ if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  # Daemons are started by Wally itself, privately; keep apt from starting system services.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends \
+  # Wally starts InfluxDB, RabbitMQ and Ceph itself, privately: keep package scripts from
+  # starting system-wide daemons (policy-rc.d exit 101 = "not allowed"), as container builds do.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod +x "$policy"
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+  [ -z "$own_policy" ] || $SUDO rm -f "$policy"
 fi
 
 PY=${PYTHON:-python3}
