@@ -135,8 +135,9 @@ def main() -> None:
         f"{same_diff:.4f} ns (they print 3 decimals): same histograms, same numbers"
     )
     print(
-        "information, our in-bin interpolation vs their midpoint-CDF interpolation, largest "
-        "relative difference: "
+        "information, methods differ: theirs puts each bin at plat_idx_to_val_coarse (the "
+        "upper edge for bins >= 128) and interpolates between bins on a midpoint CDF, ours "
+        "interpolates uniformly inside fio's bin; largest relative difference: "
         + ", ".join(f"p{q:g} {d:.2%}" for q, d in zip(QS, own_diff, strict=True))
     )
     print(
