@@ -557,6 +557,8 @@ def _counter_chunks(
     ok = span > 0
     delta = np.stack([(f[f"{n}_b"] - f[f"{n}_a"]).to_numpy(float) for n in names], axis=1)
     ok &= (delta >= 0).all(axis=1)  # a counter reset in the window: the series is left out
+    if not ok.any():  # no series has two samples in the window (or all were reset)
+        return None
     rate = (delta[ok] / span[ok, None]).sum(axis=0)
     # chunk increments from the chunk-end values (the first from the window's first sample)
     pc = per_chunk.copy()
@@ -567,7 +569,7 @@ def _counter_chunks(
     base.columns = names
     base = base[ok]
     lens = np.full(ch.k, ch.step_ns / NS)
-    lens[0] -= (float(np.median(f["time_a"][ok])) - ch.start_ns) / NS if ok.any() else 0.0
+    lens[0] -= (float(np.median(f["time_a"][ok])) - ch.start_ns) / NS
     chunk_rate = np.full((ch.k, len(names)), np.nan)
     for j, n in enumerate(names):
         if n not in ends.columns.get_level_values(0):

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from analysis import ratios
+from analysis import ratios, windows
 from analysis.config import section_from
-from analysis.windows import AnalysisError
+from analysis.windows import NS, AnalysisError
+from collector.lineproto import Point
+from collector.writer import InfluxWriter
 
 CATALOG = ratios.Catalog(
     roles={"testnode", "ceph-osd", "rabbitmq"},
@@ -107,3 +109,56 @@ def test_config_section_is_validated():
         section_from({"ratios": {"x": "testnode.disk.writes /"}})
     with pytest.raises(AnalysisError, match=r"analysis\.thresholds\.cpu_pc"):
         section_from({"thresholds": {"cpu_pc": 3}}, "lab.yaml")
+
+
+def _window(start_ns: int, end_ns: int) -> windows.TestWindow:
+    return windows.TestWindow(
+        run="r1",
+        test="t1",
+        kind="fio",
+        status="done",
+        iteration=1,
+        nodes=("client0",),
+        params={},
+        ramp_s=0.0,
+        first_start_ns=start_ns,
+        last_end_ns=end_ns,
+        start_ns=start_ns,
+        end_ns=end_ns,
+    )
+
+
+def test_short_window_with_one_sample_per_series_gives_nan(influx):
+    """A 1.5 s window holds one sample of each 1 s counter: no interval, no rate, no crash."""
+    t0 = 1_700_000_000 * NS
+    points = [
+        Point("wally_node", {"node": "osd0", "role": "ceph-osd"}, {"roles": "ceph-osd"}, t0),
+        *(
+            Point(
+                "diskio",
+                {"node": "osd0", "role": "ceph-osd", "device": "sdb", "device_role": "osd-data"},
+                {"reads": 100 * i, "writes": 50 * i},
+                t0 + i * NS,
+            )
+            for i in range(4)
+        ),
+        *(
+            Point(
+                "fio",
+                {"node": "client0", "op": "read", "run": "r1", "test": "t1"},
+                {"iops": 9.0},
+                t0 + i * NS,
+            )
+            for i in range(4)
+        ),
+    ]
+    writer = InfluxWriter(influx, validate=False)
+    writer.write(points)
+    writer.close()
+    engine = ratios.RatioEngine(influx)
+    t = _window(t0 + NS // 2, t0 + 2 * NS)
+    r = engine.evaluate(ratios.parse("r", "storage.disk.ios / client.ios"), t)
+    assert np.isnan(r.value) and np.isnan(r.deviation)
+    # a 3 s window spans two samples and gives the counter's rate
+    r = engine.evaluate(ratios.parse("r", "storage.disk.ios / seconds"), _window(t0, t0 + 3 * NS))
+    assert r.value == pytest.approx(150.0)
