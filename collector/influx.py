@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 import requests
 
@@ -363,20 +364,38 @@ class WriteRejected(InfluxError):
 
 
 def series_to_frame(series: list[dict]) -> pd.DataFrame:
+    """One long frame of a statement's series: their columns, tag columns, `_measurement`.
+
+    Consecutive series of the same shape become one frame built from all their rows at
+    once (tags repeated per row): results of thousands of series (one per disk of a big
+    cluster) would otherwise cost a frame each.
+    """
     frames = []
-    for s in series:
-        df = pd.DataFrame(s.get("values", []), columns=s["columns"])
-        for k, v in (s.get("tags") or {}).items():
-            df[k] = v
-        if "name" in s:
-            df["_measurement"] = s["name"]
+    i = 0
+    while i < len(series):
+        shape = _shape(series[i])
+        j = i + 1
+        while j < len(series) and _shape(series[j]) == shape:
+            j += 1
+        run = series[i:j]
+        lens = [len(s.get("values", [])) for s in run]
+        df = pd.DataFrame([v for s in run for v in s.get("values", [])], columns=shape[0])
+        for k in shape[1]:
+            df[k] = np.repeat(np.array([s["tags"][k] for s in run], dtype=object), lens)
+        if shape[2]:
+            df["_measurement"] = np.repeat(np.array([s["name"] for s in run], dtype=object), lens)
         frames.append(df)
+        i = j
     if not frames:
         return pd.DataFrame()
-    out = pd.concat(frames, ignore_index=True)
+    out = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     if "time" in out.columns and pd.api.types.is_numeric_dtype(out["time"]):
         out["time"] = out["time"].astype("int64")
     return out
+
+
+def _shape(s: dict) -> tuple[tuple[str, ...], tuple[str, ...], bool]:
+    return tuple(s["columns"]), tuple(s.get("tags") or {}), "name" in s
 
 
 def _merge_series(into: list[dict], new: list[dict]) -> None:
