@@ -32,7 +32,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -496,13 +496,17 @@ def _time(params: dict, lo: int, hi: int) -> str:
 
 
 def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
-    """A term's statements, sent as one request; only native aggregates and selectors.
+    """A source's statements, sent as one request; only native aggregates and selectors.
 
     InfluxDB 1.x evaluates subqueries and transformations (derivative) point by point in
     its query engine, which is slower than pulling the points; plain aggregates and
-    first/last selectors per series are answered from the storage engine. Counters:
-    first and last sample per series (their times give the exact span) and the last
-    sample of each chunk; gauges and client data: the mean per series and chunk.
+    first/last selectors per series are answered from the storage engine, at a cost
+    that grows with series x aggregate calls, so each field is read by as few calls as
+    possible. Counters: the first and last sample of the first field (a statement with
+    one selector returns that point's time; the fields of a series share their times),
+    the first sample of the other fields, and the last sample of every field per chunk
+    (the last chunk's is the window's last). Gauges and client data: the mean per series
+    and chunk.
     """
     params = dict(src.params)
     m = quote_ident(src.measurement)
@@ -513,83 +517,120 @@ def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
         params["run"], params["test"] = t.run, t.test
         cond += ' AND "run" = $run AND "test" = $test'
     tail = f"FROM {m} WHERE {win}{cond} GROUP BY {keys}"
-    names = [f"v{i}" for i in range(len(src.fields))]
 
-    def sel(fn: str) -> str:
-        return ", ".join(
-            f"{fn}({quote_ident(f)}) AS {n}" for f, n in zip(src.fields, names, strict=True)
-        )
+    def sel(fn: str, fields: range) -> str:
+        return ", ".join(f"{fn}({quote_ident(src.fields[i])}) AS v{i}" for i in fields)
 
+    n = len(src.fields)
     if src.kind in ("counter", "latency_pair"):
-        # a statement with one selector returns that point's time; with several, not
-        first_t = f"SELECT first({quote_ident(src.fields[0])}) AS v0 {tail}"
-        last_t = f"SELECT last({quote_ident(src.fields[0])}) AS v0 {tail}"
-        statements = [
-            first_t,
-            last_t,
-            f"SELECT {sel('first')} {tail}",
-            f"SELECT {sel('last')} {tail}",
-        ]
-        statements.append(f"SELECT {sel('last')} {tail}, {ch.group_by()}")
+        statements = [f"SELECT {sel(fn, range(1))} {tail}" for fn in ("first", "last")]
+        if n > 1:
+            statements.append(f"SELECT {sel('first', range(1, n))} {tail}")
+        statements.append(f"SELECT {sel('last', range(n))} {tail}, {ch.group_by()}")
     else:
-        statements = [f"SELECT {sel('mean')} {tail}, {ch.group_by()}"]
+        statements = [f"SELECT {sel('mean', range(n))} {tail}, {ch.group_by()}"]
     return "; ".join(statements), params
 
 
-def _frames(client: InfluxClient, q: str, params: dict) -> list[pd.DataFrame]:
-    return [series_to_frame(r["series"]) for r in client.query(q, params)]
+@dataclass
+class _Counters:
+    """Per series of a source: first/last sample times, first values and chunk-end values."""
+
+    first: pd.DataFrame  # index: series keys; time_a, time_b, v0 .. (values at time_a)
+    ends: dict[str, pd.DataFrame]  # field name -> series x chunk last values (NaN: none)
 
 
-def _counter_chunks(
-    frames: list[pd.DataFrame], src: Source, ch: Chunks
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(window rate per field, per chunk rate per field), summed over series."""
-    first_t, last_t, first, last, per_chunk = frames
-    if first.empty:
+def _counter_table(frames: list[pd.DataFrame], src: Source, ch: Chunks) -> _Counters | None:
+    first_t, last_t, *rest = frames
+    if first_t.empty:
         return None
     keys = list(src.series)
     names = [f"v{i}" for i in range(len(src.fields))]
-    f = first_t[[*keys, "time"]].merge(last_t[[*keys, "time"]], on=keys, suffixes=("_a", "_b"))
-    f = f.merge(first[[*keys, *names]], on=keys).merge(
-        last[[*keys, *names]], on=keys, suffixes=("_a", "_b")
-    )
+    f = first_t[[*keys, "time", "v0"]].rename(columns={"time": "time_a"})
+    f = f.merge(last_t[[*keys, "time"]].rename(columns={"time": "time_b"}), on=keys)
+    if len(names) > 1:
+        f = f.merge(rest[0][[*keys, *names[1:]]], on=keys, how="left")
+    pc = rest[-1].copy()
+    pc["chunk"] = ch.index(pc["time"])
+    pc = pc[(pc["chunk"] >= 0) & (pc["chunk"] < ch.k)]
+    f = f.set_index(keys)
+    table = pc.pivot_table(index=keys, columns="chunk", values=names, aggfunc="last")
+    present = set(table.columns.get_level_values(0))
+    ends = {n: table[n].reindex(index=f.index, columns=range(ch.k)) for n in names if n in present}
+    return _Counters(f, ends)
+
+
+def _counter_chunks(
+    c: _Counters, names: list[str], ch: Chunks
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(window rate per field, per chunk rate per field) of some fields, summed over series.
+
+    Per series (last - first) / (time of last - time of first): the rate over the
+    intervals inside the window; the last value is the last chunk-end value seen.
+    """
+    f = c.first
     span = (f["time_b"] - f["time_a"]).to_numpy(float) / NS
     ok = span > 0
-    delta = np.stack([(f[f"{n}_b"] - f[f"{n}_a"]).to_numpy(float) for n in names], axis=1)
+    last = {n: c.ends[n].ffill(axis=1).iloc[:, -1] if n in c.ends else np.nan for n in names}
+    delta = np.stack([(last[n] - f[n]).to_numpy(float) for n in names], axis=1)
     ok &= (delta >= 0).all(axis=1)  # a counter reset in the window: the series is left out
     if not ok.any():  # no series has two samples in the window (or all were reset)
         return None
     rate = (delta[ok] / span[ok, None]).sum(axis=0)
     # chunk increments from the chunk-end values (the first from the window's first sample)
-    pc = per_chunk.copy()
-    pc["chunk"] = ch.index(pc["time"])
-    pc = pc[(pc["chunk"] >= 0) & (pc["chunk"] < ch.k)]
-    ends = pc.pivot_table(index=keys, columns="chunk", values=names, aggfunc="last")
-    base = f.set_index(keys)[[f"{n}_a" for n in names]]
-    base.columns = names
-    base = base[ok]
+    base = f.loc[ok, names]
     lens = np.full(ch.k, ch.step_ns / NS)
     lens[0] -= (float(np.median(f["time_a"][ok])) - ch.start_ns) / NS
     chunk_rate = np.full((ch.k, len(names)), np.nan)
     for j, n in enumerate(names):
-        if n not in ends.columns.get_level_values(0):
+        if n not in c.ends:
             continue
-        e = ends[n].reindex(index=base.index, columns=range(ch.k)).ffill(axis=1)
+        e = c.ends[n][ok].ffill(axis=1)
         prev = pd.concat([base[n], e.iloc[:, :-1]], axis=1).to_numpy(float)
         inc = np.clip(e.to_numpy(float) - prev, 0, None)
         chunk_rate[:, j] = np.nansum(inc, axis=0) / np.maximum(lens, 1e-9)
     return rate, chunk_rate
 
 
-def term_value(client: InfluxClient, src: Source, ch: Chunks, t: TestWindow) -> TermValue:
-    """Run a term's statements (client latency: its fine histograms) and reduce them."""
-    if src.kind == "client" and src.combine.startswith("lat_"):
-        return _client_latency(client, src, ch, t)
-    q, params = queries_for(src, ch, t)
-    frames = _frames(client, q, params)
+def _fetch_key(src: Source) -> tuple:
+    """Sources with equal keys read the same series: their fields share statements."""
+    counter = src.kind in ("counter", "latency_pair")
+    return src.measurement, src.where, tuple(sorted(src.params.items())), src.series, counter
+
+
+def term_values(
+    client: InfluxClient, sources: Sequence[Source], ch: Chunks, t: TestWindow
+) -> list[TermValue]:
+    """Every source's value; sources reading the same series are fetched together once."""
+    out: dict[int, TermValue] = {}
+    groups: dict[tuple, list[int]] = {}
+    for i, src in enumerate(sources):
+        if src.kind == "client" and src.combine.startswith("lat_"):
+            out[i] = _client_latency(client, src, ch, t)
+        else:
+            groups.setdefault(_fetch_key(src), []).append(i)
+    for idx in groups.values():
+        fields = list(dict.fromkeys(f for i in idx for f in sources[i].fields))
+        merged = replace(sources[idx[0]], fields=tuple(fields))
+        q, params = queries_for(merged, ch, t)
+        frames = [series_to_frame(r["series"]) for r in client.query(q, params)]
+        counters = _counter_table(frames, merged, ch) if _fetch_key(merged)[-1] else None
+        for i in idx:
+            names = [f"v{fields.index(f)}" for f in sources[i].fields]
+            out[i] = _reduce(sources[i], names, frames, counters, ch)
+    return [out[i] for i in range(len(sources))]
+
+
+def _reduce(
+    src: Source,
+    names: list[str],
+    frames: list[pd.DataFrame],
+    counters: _Counters | None,
+    ch: Chunks,
+) -> TermValue:
     step_s = ch.step_ns / NS
     if src.kind in ("counter", "latency_pair"):
-        got = _counter_chunks(frames, src, ch)
+        got = None if counters is None else _counter_chunks(counters, names, ch)
         if got is None:
             return TermValue(np.nan, np.full(ch.k, np.nan))
         rate, chunk_rate = got
@@ -602,7 +643,6 @@ def term_value(client: InfluxClient, src: Source, ch: Chunks, t: TestWindow) -> 
             return TermValue(float(total), chunks)
         return TermValue(float(total * ch.seconds), chunks * step_s)
     df = frames[0]
-    names = [f"v{i}" for i in range(len(src.fields))]
     level = np.full(ch.k, np.nan)
     series = np.zeros(ch.k)
     if not df.empty:
@@ -700,20 +740,34 @@ class RatioEngine:
         return out
 
     def evaluate(self, e: Expression, t: TestWindow) -> RatioResult:
+        return self.evaluate_many([e], t)[0]
+
+    def evaluate_many(self, exprs: Sequence[Expression], t: TestWindow) -> list[RatioResult]:
+        """Several expressions over one test: every term is read once, series shared by
+        terms (disk reads and writes of the same nodes) in the same statements."""
         ch = Chunks.of(t, self.chunks)
-        values: dict[str, Any] = {}
-        totals: dict[str, float] = {}
-        for term in e.terms:
-            if term.parts == (SECONDS,):
-                totals[SECONDS], values[SECONDS] = ch.seconds, np.full(ch.k, ch.step_ns / NS)
-                continue
-            tv = term_value(self.client, self.resolver.source(e, term), ch, t)
-            totals[term.text], values[term.text] = tv.total, tv.chunks
-        total = float(evaluate(e, totals))
-        per_chunk = np.asarray(evaluate(e, values), float)
-        finite = per_chunk[np.isfinite(per_chunk)]
-        dev = float(np.std(finite, ddof=1) / abs(total)) if len(finite) > 1 and total else np.nan
-        return RatioResult(t.test, e.name, e.text, total, dev, [float(x) for x in per_chunk])
+        sources = {
+            term.text: self.resolver.source(e, term)
+            for e in exprs
+            for term in e.terms
+            if term.parts != (SECONDS,)
+        }
+        got = term_values(self.client, list(sources.values()), ch, t)
+        terms = dict(zip(sources, got, strict=True))
+        terms[SECONDS] = TermValue(ch.seconds, np.full(ch.k, ch.step_ns / NS))
+        out = []
+        for e in exprs:
+            used = {term.text: terms[term.text] for term in e.terms}
+            total = float(evaluate(e, {k: v.total for k, v in used.items()}))
+            per_chunk = np.asarray(evaluate(e, {k: v.chunks for k, v in used.items()}), float)
+            finite = per_chunk[np.isfinite(per_chunk)]
+            dev = (
+                float(np.std(finite, ddof=1) / abs(total)) if len(finite) > 1 and total else np.nan
+            )
+            out.append(
+                RatioResult(t.test, e.name, e.text, total, dev, [float(x) for x in per_chunk])
+            )
+        return out
 
 
 def ratio_table(
@@ -727,11 +781,19 @@ def ratio_table(
     """One row per (test, ratio): value, deviation across chunks, or why it was skipped.
 
     With `strict` (user-given expressions) an expression that cannot be resolved is an
-    error; otherwise (the default set) it is reported as skipped with the reason.
+    error; otherwise (the default set) it is reported as skipped with the reason. All
+    ratios of a test are evaluated together (each term read once).
     """
     tests = load_tests(client, run) if tests is None else tests
     engine = RatioEngine(client, **engine_kw)
     compiled = engine.compile(exprs or DEFAULT_RATIOS)
+    good = [e for e in compiled.values() if isinstance(e, Expression)]
+    done = {
+        (t.test, r.name): r
+        for t in tests
+        if t.end_ns > t.start_ns and good
+        for r in engine.evaluate_many(good, t)
+    }
     rows = []
     for name, e in compiled.items():
         if isinstance(e, RatioError):
@@ -741,5 +803,5 @@ def ratio_table(
                 RatioResult(t.test, name, e.expr, np.nan, np.nan, skipped=e.reason) for t in tests
             ]
             continue
-        rows += [engine.evaluate(e, t) for t in tests if t.end_ns > t.start_ns]
+        rows += [done[(t.test, name)] for t in tests if t.end_ns > t.start_ns]
     return pd.DataFrame([r.__dict__ for r in rows])
