@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[list[Point]], None]
 
+# Nodes connected, clock-checked and discovered at the same time.
+PREPARE_CONCURRENCY = 16
+
 
 def role_tag(roles: Iterable[str]) -> str:
     """All roles of a node in one tag value; analysis resolves roles through `wally_node`."""
@@ -111,6 +114,7 @@ class Collector:
         chosen = list(nodes) if nodes is not None else list(inventory)
         self.status: dict[str, NodeStatus] = {n.name: NodeStatus(n) for n in chosen}
         self._stop = asyncio.Event()
+        self._preparing = asyncio.Semaphore(PREPARE_CONCURRENCY)
         self._tasks: list[asyncio.Task] = []
 
     # --- before collecting ---------------------------------------------------------------
@@ -141,11 +145,14 @@ class Collector:
         return infos
 
     async def _prepare_node(self, st: NodeStatus) -> None:
-        st.conn = await connect(st.node)
-        skew = await measure_skew(st.conn)
-        st.skew = skew.offset
-        check_skew(st.node, skew)
-        st.info = await discover(st.conn)
+        # Handshakes and discovery cost CPU here and on the node: with hundreds of nodes,
+        # all at once would only make every one of them slow (and time out).
+        async with self._preparing:
+            st.conn = await connect(st.node)
+            skew = await measure_skew(st.conn)
+            st.skew = skew.offset
+            check_skew(st.node, skew)
+            st.info = await discover(st.conn)
 
     # --- collecting ----------------------------------------------------------------------
 

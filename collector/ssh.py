@@ -69,6 +69,12 @@ class ClockSkewError(SshError):
 _TRANSIENT = (UnreachableError, ConnectionLostError)
 
 
+def _brief(cmd: str, limit: int = 80) -> str:
+    """A command as error messages show it: on one line, shortened (scripts are long)."""
+    text = " ".join(cmd.split())
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
 def quote(value: object) -> str:
     """Shell-quote one config value before it enters a command line."""
     return shlex.quote(str(value))
@@ -276,7 +282,7 @@ class NodeConnection(abc.ABC):
         await self.close()
 
     def _timed_out(self, cmd: str, timeout: float | None) -> CommandError:
-        return CommandError(self.node.name, f"{cmd!r} did not finish within {timeout} s")
+        return CommandError(self.node.name, f"{_brief(cmd)!r} did not finish within {timeout} s")
 
 
 class LocalConnection(NodeConnection):
