@@ -16,7 +16,9 @@ rabbitmq role, ranked with the rest.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ import pandas as pd
 
 from analysis import ratios, stats
 from analysis.summary import fine_histograms
-from analysis.windows import NS, TestWindow, load_tests
+from analysis.windows import NS, TestWindow, load_tests, parallel, statement_frame
 from collector import histogram, schema
 from collector.influx import InfluxClient, quote_ident, series_to_frame
 
@@ -86,7 +88,8 @@ RESOURCES = (
 )
 
 
-def _saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict]:
+def _saturation_queries(r: Resource, thr: float, t: TestWindow) -> tuple[str, str, dict]:
+    """The levels per series, and the samples at or past the threshold per series."""
     params = {"s": t.start_ns, "e": t.end_ns, "thr": 100.0 - thr if r.invert else thr}
     keys = ", ".join(quote_ident(k) for k in r.series)
     cond = f" AND {r.where}" if r.where else ""
@@ -99,17 +102,14 @@ def _saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict
     q1 = f"SELECT mean({f}) AS mean, {p95} AS p95, {top} AS max, count({f}) AS n FROM {m} WHERE {win} GROUP BY {keys}"
     past = "<=" if r.invert else ">="
     q2 = f"SELECT count({f}) AS sat FROM {m} WHERE {win} AND {f} {past} $thr GROUP BY {keys}"
-    return f"{q1}; {q2}", params
+    return q1, q2, params
 
 
-def _levels(client: InfluxClient, r: Resource, thr: float, t: TestWindow) -> pd.DataFrame:
-    q, params = _saturation_query(r, thr, t)
-    res = client.query(q, params)
-    a = series_to_frame(res[0]["series"]) if res else pd.DataFrame()
+def _levels(r: Resource, a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """A resource's rows from its two statements' results."""
     if a.empty:
         return a
     keys = list(r.series)
-    b = series_to_frame(res[1]["series"]) if len(res) > 1 else pd.DataFrame()
     a = a.drop(columns=["time", "_measurement"], errors="ignore")
     if r.invert:
         for c in ("mean", "p95", "max"):
@@ -174,21 +174,32 @@ def _osd_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
 def test_bottlenecks(
     client: InfluxClient, t: TestWindow, th: Thresholds = Thresholds()
 ) -> pd.DataFrame:
-    """Every resource of every node in the test window, closest to saturation first."""
-    frames = []
+    """Every resource of every node in the test window, closest to saturation first.
+
+    The statements go out as parallel requests: InfluxDB answers each on one core, and
+    their cost is per series and aggregate, so a big cluster keeps several cores busy.
+    """
+    jobs: list[Callable[[], pd.DataFrame]] = []
     for r in RESOURCES:
-        thr = getattr(th, r.threshold)
-        df = _levels(client, r, thr, t)
+        q1, q2, params = _saturation_queries(r, getattr(th, r.threshold), t)
+        jobs += [
+            partial(statement_frame, client, q1, params),
+            partial(statement_frame, client, q2, params),
+        ]
+    *got, nic, osd = parallel(
+        [*jobs, partial(_nic_levels, client, t), partial(_osd_levels, client, t)]
+    )
+    frames = []
+    for i, r in enumerate(RESOURCES):
+        df = _levels(r, got[2 * i], got[2 * i + 1])
         if df.empty:
             continue
         if r.name == "cpu core":  # the hottest core per node
             df = df.sort_values("p95", ascending=False).drop_duplicates("node")
         df = df.rename(columns={"cpu": "device", "id": "device"})
-        frames.append(df.assign(resource=r.name, unit=r.unit, threshold=thr))
-    nic = _nic_levels(client, t)
+        frames.append(df.assign(resource=r.name, unit=r.unit, threshold=getattr(th, r.threshold)))
     if not nic.empty:
         frames.append(nic.assign(resource="nic", unit="%", threshold=th.nic_pct))
-    osd = _osd_levels(client, t)
     if not osd.empty:
         frames.append(osd.assign(resource="osd queue", unit="share", threshold=th.osd_queue_share))
     if not frames:

@@ -33,20 +33,20 @@ import ast
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.summary import latency_of
-from analysis.windows import NS, AnalysisError, TestWindow, load_tests
+from analysis.windows import NS, AnalysisError, TestWindow, load_tests, parallel, statement_frame
 from collector import discovery, histogram, schema
 from collector.influx import (
     InfluxClient,
     quote_ident,
     regex_any_of,
     regex_literal,
-    series_to_frame,
 )
 
 CLIENT = "client"
@@ -495,8 +495,8 @@ def _time(params: dict, lo: int, hi: int) -> str:
     return "time >= $s AND time < $e"
 
 
-def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
-    """A source's statements, sent as one request; only native aggregates and selectors.
+def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[list[str], dict]:
+    """A source's statements (and their parameters); only native aggregates and selectors.
 
     InfluxDB 1.x evaluates subqueries and transformations (derivative) point by point in
     its query engine, which is slower than pulling the points; plain aggregates and
@@ -529,7 +529,7 @@ def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[str, dict]:
         statements.append(f"SELECT {sel('last', range(n))} {tail}, {ch.group_by()}")
     else:
         statements = [f"SELECT {sel('mean', range(n))} {tail}, {ch.group_by()}"]
-    return "; ".join(statements), params
+    return statements, params
 
 
 @dataclass
@@ -609,14 +609,20 @@ def term_values(
             out[i] = _client_latency(client, src, ch, t)
         else:
             groups.setdefault(_fetch_key(src), []).append(i)
-    for idx in groups.values():
-        fields = list(dict.fromkeys(f for i in idx for f in sources[i].fields))
-        merged = replace(sources[idx[0]], fields=tuple(fields))
-        q, params = queries_for(merged, ch, t)
-        frames = [series_to_frame(r["series"]) for r in client.query(q, params)]
-        counters = _counter_table(frames, merged, ch) if _fetch_key(merged)[-1] else None
+    merged = [
+        replace(
+            sources[idx[0]], fields=tuple(dict.fromkeys(f for i in idx for f in sources[i].fields))
+        )
+        for idx in groups.values()
+    ]
+    plans = [queries_for(m, ch, t) for m in merged]
+    calls = [partial(statement_frame, client, q, params) for qs, params in plans for q in qs]
+    got = iter(parallel(calls))
+    for m, (qs, _), idx in zip(merged, plans, groups.values(), strict=True):
+        frames = [next(got) for _ in qs]
+        counters = _counter_table(frames, m, ch) if _fetch_key(m)[-1] else None
         for i in idx:
-            names = [f"v{fields.index(f)}" for f in sources[i].fields]
+            names = [f"v{m.fields.index(f)}" for f in sources[i].fields]
             out[i] = _reduce(sources[i], names, frames, counters, ch)
     return [out[i] for i in range(len(sources))]
 

@@ -7,7 +7,10 @@ Telegraf agents is analysed the same way as data from our own sensors.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import pandas as pd
 
@@ -15,6 +18,8 @@ from collector import schema
 from collector.influx import InfluxClient, quote_ident, series_to_frame
 
 NS = 1_000_000_000
+QUERY_WORKERS = 4  # concurrent requests of one analysis job: InfluxDB runs each on a core
+T = TypeVar("T")
 
 
 class AnalysisError(ValueError):
@@ -158,3 +163,25 @@ def windows_frame(tests: list[TestWindow]) -> pd.DataFrame:
             for t in tests
         ]
     )
+
+
+def statement_frame(client: InfluxClient, q: str, params: dict) -> pd.DataFrame:
+    """One statement's result as a long frame (the unit `parallel` runs)."""
+    res = client.query(q, params)
+    return series_to_frame(res[0]["series"]) if res else pd.DataFrame()
+
+
+def parallel(calls: Sequence[Callable[[], T]], workers: int = QUERY_WORKERS) -> list[T]:
+    """Results of independent queries, run as concurrent requests, in the calls' order.
+
+    A query's first error is raised; the calls not started yet are cancelled (Ctrl+C
+    too), the running ones finish first since a request cannot be interrupted.
+    """
+    if len(calls) <= 1:
+        return [c() for c in calls]
+    ex = ThreadPoolExecutor(max_workers=min(workers, len(calls)))
+    try:
+        futures = [ex.submit(c) for c in calls]
+        return [f.result() for f in futures]
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)

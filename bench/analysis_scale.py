@@ -43,6 +43,7 @@ from collector.writer import InfluxWriter
 
 DEVICES = [f"sd{c}" for c in "abcdefgh"]
 CORES = ["cpu-total", "cpu0", "cpu1"]
+RESOURCES = ("disk util", "disk queue", "cpu", "cpu core")
 EXPRS = {
     "disk": "storage.disk.ios / client.ios",
     "cpu": "storage.cpu.busy_seconds * 1000 / client.ios",
@@ -138,14 +139,39 @@ def populate(client: InfluxClient, n: int, seconds: int, t0: int) -> None:
 def ours(client: InfluxClient) -> dict:
     test = load_tests(client, "bench")[0]
     engine = ratios.RatioEngine(client)
-    out = {k: engine.evaluate(ratios.parse(k, e), test).value for k, e in EXPRS.items()}
+    exprs = [ratios.parse(k, e) for k, e in EXPRS.items()]
+    out: dict = {r.name: r.value for r in engine.evaluate_many(exprs, test)}
     table = bottlenecks.test_bottlenecks(client, test)
-    out["top"] = f"{table.iloc[0]['resource']} {table.iloc[0]['node']}"
+    out["table"] = table[table["resource"].isin(RESOURCES)]
     return out
 
 
+def _nearest_rank(g: pd.DataFrame, keys: list[str], col: str, p: float) -> pd.Series:
+    """InfluxDB's percentile(): the value of rank floor(n * p / 100 + 0.5) in each group."""
+    g = g.sort_values([*keys, col])
+    n = g.groupby(keys, sort=False)[col].transform("size")
+    rank = np.floor(n * p / 100 + 0.5).astype(int) - 1
+    pick = g[g.groupby(keys, sort=False).cumcount() == rank]
+    return pick.set_index(keys)[col]
+
+
+def _levels(df: pd.DataFrame, keys: list[str], col: str, thr: float, invert: bool) -> pd.DataFrame:
+    """Mean, p95, max, samples and samples past the threshold of each series."""
+    df = df.dropna(subset=[col])
+    g = df.groupby(keys)[col]
+    if invert:  # busy % from idle %
+        out = pd.DataFrame({"mean": 100 - g.mean(), "max": 100 - g.min(), "n": g.size()})
+        out["p95"] = 100 - _nearest_rank(df, keys, col, 5)
+        out["sat"] = (df[col] <= 100 - thr).groupby([df[k] for k in keys]).sum()
+    else:
+        out = pd.DataFrame({"mean": g.mean(), "max": g.max(), "n": g.size()})
+        out["p95"] = _nearest_rank(df, keys, col, 95)
+        out["sat"] = (df[col] >= thr).groupby([df[k] for k in keys]).sum()
+    return out.reset_index()
+
+
 def baseline(client: InfluxClient) -> dict:
-    """Pull every series, match roles client-side with regexes, compute in pandas."""
+    """Pull every series of the window, match roles client-side with regexes, pandas."""
     test = load_tests(client, "bench")[0]
     p = {"s": test.start_ns, "e": test.end_ns}
     storage = re.compile(r"(^|,)(storage|ceph-osd)(,|$)")
@@ -154,30 +180,56 @@ def baseline(client: InfluxClient) -> dict:
     fio = client.query_df(
         "SELECT * FROM \"fio\" WHERE run = 'bench' AND time >= $s AND time < $e GROUP BY *", p
     )
+    th = bottlenecks.Thresholds()
     seconds = (test.end_ns - test.start_ns) / NS
-    total_disk, total_busy = 0.0, 0.0
-    levels = []
-    for (node, _device), g in disk.groupby(["node", "device"]):
-        role = g["role"].iloc[0]
-        g = g.sort_values("time")
-        dt = np.diff(g["time"].to_numpy()) / NS
-        util = np.diff(g["io_time"].to_numpy()) / dt / 10
-        levels.append((np.percentile(util, 95) / 90, "disk util", node))
-        if storage.match(role) or storage.search(role):
-            ios = g["reads"].to_numpy() + g["writes"].to_numpy()
-            total_disk += np.mean(np.diff(ios) / dt) * seconds
-    for (node, core), g in cpu.groupby(["node", "cpu"]):
-        busy = 100 - g["usage_idle"] - g["usage_iowait"]
-        levels.append((np.percentile(busy, 95) / 90, "cpu", node))
-        if core != "cpu-total" and storage.search(g["role"].iloc[0]):
-            total_busy += busy.mean() / 100 * seconds
+
+    def of_storage(df: pd.DataFrame) -> pd.Series:
+        return df["role"].map({r: bool(storage.search(r)) for r in df["role"].unique()})
+
+    disk = disk.sort_values("time")
+    total_disk = 0.0
+    for _, g in disk[of_storage(disk)].groupby(["node", "device"]):
+        ios = (g["reads"] + g["writes"]).to_numpy(float)
+        total_disk += (ios[-1] - ios[0]) / ((g["time"].iloc[-1] - g["time"].iloc[0]) / NS)
+    cores = cpu[(cpu["cpu"] != "cpu-total") & of_storage(cpu)]
+    busy = 100 - cores["usage_idle"] - cores["usage_iowait"]
+    total_busy = busy.groupby([cores["node"], cores["cpu"]]).mean().sum() / 100 * seconds
     client_ios = fio.groupby("node")["iops"].mean().sum() * seconds
-    top = max(levels)
+    cpu = cpu.rename(columns={"cpu": "device"})
+    dkeys = ["node", "role", "device"]
+    total = cpu[cpu["device"] == "cpu-total"]
+    core = _levels(cpu[cpu["device"] != "cpu-total"], dkeys, "usage_idle", th.core_pct, True)
+    tables = [
+        _levels(disk, dkeys, "io_util", th.disk_util_pct, False).assign(resource="disk util"),
+        _levels(disk, dkeys, "iops_in_progress", th.disk_queue, False).assign(
+            resource="disk queue"
+        ),
+        _levels(total, dkeys, "usage_idle", th.cpu_pct, True).assign(resource="cpu"),
+        core.sort_values("p95", ascending=False)
+        .drop_duplicates("node")
+        .assign(resource="cpu core"),
+    ]
     return {
-        "disk": total_disk / client_ios,
+        "disk": total_disk * seconds / client_ios,
         "cpu": total_busy * 1000 / client_ios,
-        "top": f"{top[1]} {top[2]}",
+        "table": pd.concat(tables, ignore_index=True),
     }
+
+
+def same(n: int, a: dict, b: dict) -> None:
+    """The two jobs must agree: ratios within 2 %, every bottleneck row's levels."""
+    for k in EXPRS:
+        if not np.isclose(a[k], b[k], rtol=0.02):
+            raise SystemExit(f"{n} nodes: {k} differs: ours {a[k]} vs baseline {b[k]}")
+    keys = ["resource", "node", "device"]
+    m = a["table"].merge(b["table"], on=keys, how="outer", suffixes=("", "_b"), indicator=True)
+    if (m["_merge"] != "both").any() or len(m) != len(a["table"]):
+        raise SystemExit(f"{n} nodes: the bottleneck tables list different resources")
+    for c in ("mean", "p95", "max"):
+        if not np.allclose(m[c], m[f"{c}_b"], rtol=1e-6):
+            raise SystemExit(f"{n} nodes: bottleneck {c} differs")
+    if not np.allclose(m["saturated_share"], m["sat"] / m["n"], rtol=1e-6):
+        raise SystemExit(f"{n} nodes: bottleneck saturated share differs")
 
 
 def timed(f, client: InfluxClient) -> tuple[float, dict]:
@@ -207,9 +259,7 @@ def main() -> None:
                 runs = [(timed(ours, client), timed(baseline, client)) for _ in range(2)]
                 t_ours, r_ours = min(r[0] for r in runs)
                 t_base, r_base = min(r[1] for r in runs)
-                for k in EXPRS:
-                    if not np.isclose(r_ours[k], r_base[k], rtol=0.02):
-                        raise SystemExit(f"{n} nodes: {k} differs: ours {r_ours[k]} vs {r_base[k]}")
+                same(n, r_ours, r_base)
                 rows.append((n, t_ours, t_base))
                 print(
                     f"{n:5d} nodes: ours {t_ours:6.2f} s, baseline {t_base:6.2f} s, "
