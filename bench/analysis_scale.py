@@ -1,21 +1,24 @@
 """Analysis jobs at cluster scale: ours (tag index + server-side aggregation) vs a naive pull.
 
-Synthetic cluster in a private influxd: N nodes x 8 disks (diskio counters) and CPU
-(cpu-total + 2 cores) at 1 s, roles `ceph-osd` (70 %), `ceph-mon,ceph-osd` (10 %) and
-`testnode` (20 %, which also carry the fio client data), the wally_node/wally_device
-index and one `wally_test` window. The issue asks for 10 minutes of data; writing
-1000 nodes x 8 devices x 600 s (~5M diskio lines plus CPU) takes several minutes on this
-2-core machine, so the duration is 2 minutes (--seconds to change it).
+Synthetic cluster in a private influxd: N nodes x 8 disks (diskio counters and the
+io_util/iops_in_progress gauges) and CPU (cpu-total + 2 cores) at 1 s, roles `ceph-osd`
+(70 %), `ceph-mon,ceph-osd` (10 %) and `testnode` (20 %, which also carry the fio client
+data), the wally_node/wally_device index and one `wally_test` window. The issue asks for
+10 minutes of data; the default is 2 minutes to keep the run (and the baseline's pull
+of 1000 x 8 x 600 rows) within a few minutes on this shared 2-core machine: the
+baseline's cost grows with the window, ours mostly with series (--seconds to change it).
 
-Jobs timed per scale (100, 300, 1000 nodes, one database each):
-- ours: `RatioEngine.evaluate` of `storage.disk.ios / client.ios` and
-  `storage.cpu.busy_seconds * 1000 / client.ios`, and `test_bottlenecks` (disk util and
-  queue, CPU per node and core): one aggregation statement per term/resource;
-- baseline: pull every diskio/cpu series of the window, match each series' role tag
-  with a regex client-side, compute rates and levels in pandas (the old Wally model the
-  seed says does not scale).
+Jobs timed per scale (100, 300, 1000 nodes, one database each, written in the run):
+- ours: `RatioEngine.evaluate_many` of `storage.disk.ios / client.ios` and
+  `storage.cpu.busy_seconds * 1000 / client.ios` (terms fetched together, native
+  aggregates per series over tag-filtered series) and `test_bottlenecks`;
+- baseline: pull every diskio/cpu/fio series of the window, match each series' role
+  tag with a regex client-side and compute the same numbers in pandas: the ratios and
+  the bottleneck rows (mean, InfluxDB's nearest-rank p95, max, saturated share of disk
+  util and queue, CPU per node and hottest core). Both outputs are compared (ratios
+  within 2 %, every bottleneck row's levels) before a time counts.
 Two alternating rounds per scale, best of each (fresh data is still being compacted).
-Ends with `ratio=<baseline/ours at the largest scale> target=>=10`.
+Prints growth vs nodes and ends with `ratio=<baseline/ours at the largest scale> target=>=10`.
 
     python bench/analysis_scale.py [--nodes 100 300 1000] [--seconds 120]
 """
