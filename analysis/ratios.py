@@ -1,8 +1,10 @@
 """Resource costs: user expressions over `ROLE.DEVICE_OR_CLASS.FIELD` terms, per test.
 
 `(storage.disk.reads + storage.disk.writes) / client.ios` is parsed with `ast` against a
-whitelist (numbers, + - * /, parentheses, attribute chains; never `eval`). Each term
-becomes ONE InfluxQL aggregation over the test window, selected through the tag index:
+whitelist (numbers, + - * /, parentheses, attribute chains; never `eval`). The terms of
+all expressions of a test are read together: terms over the same series (disk reads and
+writes of the storage nodes) share native aggregations over the test window, sent as
+parallel requests and selected through the tag index:
 the node role by a regex on the `role` tag's few distinct values (all roles of a node
 joined by ","), devices by `device`/`device_role` tag values listed from the index. No
 series is pulled to the client and nothing is matched client-side: the seed's "regex
