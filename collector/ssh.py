@@ -217,7 +217,7 @@ async def _read_pid(conn: NodeConnection, cmd: str, stdout, stderr) -> int:
             err = await asyncio.wait_for(stderr.read(4096), 1.0)
         raise CommandError(
             conn.node.name,
-            f"could not start {cmd!r}: expected its PID on the first line, got {text!r}"
+            f"could not start {_brief(cmd)!r}: expected its PID on the first line, got {text!r}"
             f" (stderr: {err.decode(errors='replace').strip()!r})",
         )
     return int(text)
