@@ -234,3 +234,21 @@ def test_an_option_fio_does_not_know_is_caught_at_preflight(influx, tmp_path):
     assert r.returncode != 0
     assert "pre-flight failed, nothing was started" in r.stderr
     assert "fio rejects the job file" in r.stderr and "bogus_opt" in r.stderr
+
+
+def test_a_failing_iteration_is_retried_then_marked_failed_and_the_plan_goes_on(influx, tmp_path):
+    # verify=crc32c on data prefilled without verify headers: accepted by fio --parse-only
+    # and pre-flight, fails only when fio runs.
+    bad = _suite(name="bad", runtime=1, options={"verify": "crc32c", "verify_fatal": "1"})
+    good = _suite(name="good", runtime=1)
+    plan = _write(tmp_path, _plan([bad, good], [{"uri": "local", "roles": ["testnode"]}]))
+    r = _run(["run", str(plan), "--runs-dir", str(tmp_path / "runs"), "--json"], influx, tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    statuses = {it["name"]: it["status"] for it in doc["iterations"]}
+    assert statuses == {"bad-randread-4k-qd1": "failed", "good-randread-4k-qd1": "done"}
+    failed = next(it for it in doc["iterations"] if it["status"] == "failed")
+    assert "verify: bad magic header" in failed["errors"]["local"]
+    state = json.loads((Path(doc["run_dir"]) / "run.json").read_text())
+    assert state["iterations"]["bad-randread-4k-qd1"]["attempts"] == 2
+    assert state["status"] == "failed"
