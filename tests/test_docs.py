@@ -27,6 +27,6 @@ def test_every_command_has_help_with_an_example():
             yield from walk(cmd.commands[name], [*path, name])
 
     for top in (collector_main, loadgen_main, dashboards_main, analysis_main):
-        for cmd, path in walk(top, []):
+        for _cmd, path in walk(top, []):
             out = CliRunner().invoke(top, [*path, "--help"]).output
             assert "Example" in out, f"{top.name} {' '.join(path)} --help shows no example"

@@ -5,6 +5,7 @@ machine. A child process doing file I/O is captured as the procstat subject (pid
 `subject`), and the capture time (ns) is stored in `time_ns` of each capture.
 """
 
+import contextlib
 import glob
 import os
 import shutil
@@ -42,15 +43,11 @@ def capture(dest: str, pid: int) -> None:
     for name in FILES:
         copy(f"/proc/{name}", f"{dest}/proc/{name}")
     for path in glob.glob("/sys/class/net/*/flags") + glob.glob("/sys/class/net/*/speed"):
-        try:
+        with contextlib.suppress(OSError):  # speed of virtual devices: EINVAL, as on the node
             copy(path, dest + path)
-        except OSError:
-            pass  # speed of virtual devices: EINVAL, exactly what the node sees
     for path in glob.glob("/proc/[0-9]*/stat"):
-        try:
+        with contextlib.suppress(OSError):
             copy(path, dest + path)
-        except OSError:
-            pass
     for leaf in ("status", "io", "cmdline"):
         copy(f"/proc/{pid}/{leaf}", f"{dest}/proc/{pid}/{leaf}")
     with open(f"{dest}/proc/{pid}/fds", "w") as f:
