@@ -135,7 +135,10 @@ def _publish(broker: LocalBroker, queue: str, n: int) -> None:
             ch.basic_publish(amqp.Message(f"m{i}"), exchange="", routing_key=queue)
 
 
-def test_rabbitmq_overview_agrees_with_the_broker(rabbitmq, influx, tmp_path, monkeypatch) -> None:
+def test_rabbitmq_overview_agrees_with_the_broker(
+    counting_rabbitmq, influx, tmp_path, monkeypatch
+) -> None:
+    rabbitmq = counting_rabbitmq
     monkeypatch.setenv("WALLY_TEST_RABBIT_PASSWORD", rabbitmq.password)
     data = {
         "nodes": [{"uri": "local", "name": "bus", "roles": ["rabbitmq"]}],

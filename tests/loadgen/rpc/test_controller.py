@@ -47,8 +47,9 @@ def _hist_of(raw: list[float]) -> LatencyStats:
     [("rpc-call", 2, ""), ("rpc-cast", 2, ""), ("rpc-fanout", 2, "fanout"), ("notify", 2, ".info")],
 )
 def test_each_type_counts_match_broker(
-    rabbitmq: LocalBroker, test_type: str, servers: int, queue_suffix: str
+    counting_rabbitmq: LocalBroker, test_type: str, servers: int, queue_suffix: str
 ) -> None:
+    rabbitmq = counting_rabbitmq
     points: list[Point] = []
     spec = RpcTestSpec(
         url=rabbitmq.url,
