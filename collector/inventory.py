@@ -575,23 +575,34 @@ def inventory_from_dict(
     return Inventory(cfg, source, lines)
 
 
-def load_inventory(path: str | os.PathLike[str], *, check_files: bool = True) -> Inventory:
-    """Read and validate a lab config file; raise InventoryError naming file, key and line."""
+def read_yaml(
+    path: str | os.PathLike[str],
+    what: str = "lab config",
+    error: type[InventoryError] = InventoryError,
+) -> tuple[Any, dict[Path_, int]]:
+    """Parsed YAML and the 1-based line of every key path, for line-precise errors."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as exc:
-        raise InventoryError(f"cannot read lab config {str(p)!r}: {exc}") from None
+        raise error(f"cannot read {what} {str(p)!r}: {exc.strerror}") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise InventoryError(f"{where}: not valid YAML: {exc}") from None
+        raise error(f"{where}: not valid YAML: {exc}") from None
     lines: dict[Path_, int] = {}
     if root is not None:
         _marks(root, (), lines, str(p))
+    return data, lines
+
+
+def load_inventory(path: str | os.PathLike[str], *, check_files: bool = True) -> Inventory:
+    """Read and validate a lab config file; raise InventoryError naming file, key and line."""
+    p = Path(path)
+    data, lines = read_yaml(p)
     return inventory_from_dict(
         data, str(p), base_dir=str(p.parent), check_files=check_files, lines=lines
     )

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -44,7 +43,7 @@ from collector.inventory import (
     RoleName,
     _format_path,
     _from_validation,
-    _marks,
+    read_yaml,
 )
 
 if TYPE_CHECKING:
@@ -451,22 +450,7 @@ def _profile_path(ref: str, base_dir: str) -> Path:
 
 
 def _read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
-    """Parsed YAML and the line of every key path, for line-precise errors."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise PlanError(f"cannot read {str(path)!r}: {exc.strerror}") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise PlanError(f"{where}: not valid YAML: {exc}") from None
-    lines: dict[tuple[str, ...], int] = {}
-    if root is not None:
-        _marks(root, (), lines, str(path))
-    return data, lines
+    return read_yaml(path, what="plan file", error=PlanError)
 
 
 @functools.lru_cache(maxsize=64)
