@@ -22,6 +22,18 @@ its filters reject (`servers <= clients`), and compiles to `RpcIteration`s that
           clients: [1, 2, 4]
           calls: 500
 
+Agents run where the lab's nodes say: senders (RPC clients, notifiers) round-robin on the
+nodes with role `rpc-client`, receivers (RPC servers, listeners) on those with role
+`rpc-server`, over SSH (`loadgen.rpc.nodes`); a side without such nodes, and the `local`
+node, run local processes. `rpc.agents` says which Python runs them on the nodes and how
+far apart the clocks of a sender's and a receiver's node may be (one-way latency):
+
+    rpc:
+      agents:
+        python: python3                      # needs oslo.messaging and hdrhistogram
+        node_python: {old-node: /opt/venv/bin/python}
+        max_clock_skew: 0.001                # seconds; refuse one-way tests above
+
 Errors name the file, line and key path, all errors at once, like the fio plan.
 """
 
@@ -30,7 +42,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -266,10 +278,37 @@ class Campaign(_Strict):
         return self
 
 
+class AgentSettings(BaseModel):
+    """How agents run on the `rpc-client`/`rpc-server` nodes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    python: str = Field("python3", description="interpreter with oslo.messaging and hdrh")
+    node_python: dict[str, str] = Field(
+        default_factory=dict, description="node name -> interpreter, where it differs"
+    )
+    max_clock_skew: float = Field(
+        0.001,
+        ge=0,
+        description="seconds two nodes' clocks may differ by when one-way latency is measured"
+        " between them (rpc-cast, rpc-fanout, notify); above it the test is refused",
+    )
+
+    def python_on(self, node: str) -> str:
+        return self.node_python.get(node, self.python)
+
+    def __hash__(self) -> int:
+        return hash((self.python, tuple(sorted(self.node_python.items())), self.max_clock_skew))
+
+
+CLIENT_ROLE, SERVER_ROLE = "rpc-client", "rpc-server"
+
+
 class RpcSection(_Strict):
-    """The `rpc:` section: the broker, and campaigns that sweep the load on it."""
+    """The `rpc:` section: the broker, where agents run, and campaigns that sweep the load."""
 
     broker: BrokerSettings
+    agents: AgentSettings = Field(default_factory=AgentSettings)
     campaigns: list[Campaign] = Field(min_length=1)
 
 
@@ -278,7 +317,8 @@ class RpcSection(_Strict):
 
 @dataclass(frozen=True)
 class RpcIteration:
-    """One RPC test: all its agents run at once against the broker (local agents)."""
+    """One RPC test: all its agents run at once against the broker. `client_nodes` and
+    `server_nodes` are the nodes senders and receivers are spread over (empty: local)."""
 
     index: int
     name: str
@@ -297,9 +337,18 @@ class RpcIteration:
     timeout: float
     executor: str
     retry: int | None
+    # Not `nodes`: those are the fio nodes the runner prepares; agents need none of that.
     nodes: tuple[str, ...] = ()
+    client_nodes: tuple[str, ...] = ()
+    server_nodes: tuple[str, ...] = ()
+    agents: AgentSettings = field(default_factory=AgentSettings)
 
     kind = "rpc"
+
+    @property
+    def one_way(self) -> bool:
+        """Whether the test's main latency is one-way (receiver clock minus sender stamp)."""
+        return self.test_type != "rpc-call"
 
     @property
     def expected_duration(self) -> float:
@@ -359,6 +408,8 @@ class RpcIteration:
             "name": self.name,
             "campaign": self.campaign,
             "nodes": list(self.nodes),
+            "client_nodes": list(self.client_nodes),
+            "server_nodes": list(self.server_nodes),
             "params": self.params(),
             "expected_duration_s": self.expected_duration,
         }
@@ -414,6 +465,22 @@ def compile_rpc(inventory: Inventory) -> list[RpcIteration]:
     if section is None:
         return []
     errors: list[str] = []
+    known = {n.name for n in inventory}
+    for node in section.agents.node_python:
+        if node not in known:
+            errors.append(
+                str(
+                    inventory.error(
+                        ("rpc", "agents", "node_python", node),
+                        f"no node named {node!r}; known: {', '.join(sorted(known))}",
+                    )
+                )
+            )
+    pools = {
+        "client_nodes": tuple(n.name for n in inventory.nodes_with_role(CLIENT_ROLE)),
+        "server_nodes": tuple(n.name for n in inventory.nodes_with_role(SERVER_ROLE)),
+        "agents": section.agents,
+    }
     out: list[RpcIteration] = []
     seen: dict[str, int] = {}
     for i, camp in enumerate(section.campaigns):
@@ -432,7 +499,7 @@ def compile_rpc(inventory: Inventory) -> list[RpcIteration]:
             )
             continue
         seen[name] = i
-        out += _compile_campaign(camp, name, section.broker, where, errors)
+        out += _compile_campaign(camp, name, section.broker, pools, where, errors)
     if errors:
         head = f"invalid rpc plan ({len(errors)} error{'s' * (len(errors) > 1)}):"
         raise PlanError("\n".join([head, *("  " + e for e in errors)]))
@@ -440,7 +507,12 @@ def compile_rpc(inventory: Inventory) -> list[RpcIteration]:
 
 
 def _compile_campaign(
-    camp: Campaign, name: str, broker: BrokerSettings, where: Any, errors: list[str]
+    camp: Campaign,
+    name: str,
+    broker: BrokerSettings,
+    pools: dict[str, Any],
+    where: Any,
+    errors: list[str],
 ) -> list[RpcIteration]:
     n_errors = len(errors)
     given = camp.model_dump(exclude_none=True, exclude_unset=True)
@@ -492,6 +564,7 @@ def _compile_campaign(
             timeout=c["timeout"],
             executor=c["executor"],
             retry=c.get("retry"),
+            **pools,
             **v,
         )
         try:
@@ -532,11 +605,19 @@ def rpc_table(iterations: list[RpcIteration], total_s: float | None = None) -> T
             format_duration(it.expected_duration),
         )
         brokers.setdefault(it.campaign, f"{it.campaign}: {it.broker.safe_url} ({it.broker.driver})")
+    if iterations:
+        it = iterations[0]
+        where = [
+            f"{side} on {', '.join(nodes) or 'the local machine'}"
+            for side, nodes in (("senders", it.client_nodes), ("receivers", it.server_nodes))
+        ]
+        brokers["agents"] = "agents: " + "; ".join(where)
     table.caption = "\n".join(brokers.values())
     return table
 
 
 __all__ = [
+    "AgentSettings",
     "BrokerSettings",
     "Campaign",
     "RpcIteration",

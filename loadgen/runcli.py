@@ -22,6 +22,7 @@ from collector.ssh import SshError, connect
 from collector.writer import InfluxWriter
 from loadgen import fionode, rbd
 from loadgen.plan import compile_plan
+from loadgen.rpcrun import agent_node
 from loadgen.rpcrun import summary_table as rpc_summary_table
 from loadgen.rundir import RunDir
 from loadgen.runner import (
@@ -211,8 +212,8 @@ def resume_cmd(
 @click.command("cleanup")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def cleanup_cmd(run_dir: Path) -> None:
-    """Remove whatever a run left on its nodes: fio processes (by PID), test files, work dirs
-    and the RBD images it created.
+    """Remove whatever a run left on its nodes: fio and RPC agent processes (by PID), test
+    files, work dirs and the RBD images it created.
 
     \b
     Example:
@@ -226,7 +227,7 @@ def cleanup_cmd(run_dir: Path) -> None:
         errors = []
         for name, left in rundir.state.nodes.items():
             try:
-                conn = await connect(inventory.node(name))
+                conn = await connect(agent_node(inventory, name))
             except SshError as e:
                 errors.append(str(e))
                 continue

@@ -112,7 +112,13 @@ class Runner:
         # (node, POOL/IMAGE) -> image size, for RBD images found (not created) by this run.
         self._rbd_sizes: dict[tuple[str, str], int] = {}
         self._stop = asyncio.Event()
-        self.rpc = RpcExecutor(rundir, writer, lambda m: setattr(self.progress, "message", m))
+        self.rpc = RpcExecutor(
+            rundir,
+            writer,
+            lambda m: setattr(self.progress, "message", m),
+            inventory=inventory,
+            workdir=self.workdir,
+        )
         state = rundir.state
         for it in plan:
             state.iterations.setdefault(it.name, IterationState(it.name, nodes=list(it.nodes)))
@@ -170,6 +176,7 @@ class Runner:
             state.ended_ns = time.time_ns()
             self.rundir.save()
             await asyncio.gather(*(c.close() for c in self.conns.values()), return_exceptions=True)
+            await self.rpc.close()
 
     async def _preflight(self) -> None:
         """Connect, check fio/targets/space on test nodes and clocks on all: all problems at once."""

@@ -1,6 +1,7 @@
 """One RPC load agent: rpc-server, rpc-client, notification listener or notifier.
 
-Run as `python -m loadgen.rpc.agent --controller HOST:PORT --name NAME`. The agent
+Run as `python -m loadgen.rpc.agent --controller HOST:PORT --name NAME` (on a remote node
+the same code arrives as source with the command: `loadgen.rpc.nodes`). The agent
 connects to the controller over a plain TCP line-JSON channel (not over the bus under
 test, so a broker outage cannot cut the coordination), receives its configuration,
 connects to the broker through oslo.messaging with the threading executor, reports
@@ -368,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         default=10.0,
         help="exit when the controller is silent this long",
     )
+    p.add_argument(
+        "--tag",
+        default="",
+        help="the run's work dir on this node: only named on the command line, so that "
+        "`loadgen cleanup` tells this run's agents from a process that reused the PID",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s"
@@ -387,9 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         channel.close()
 
 
-if __name__ == "__main__":
-    code = main()
-    # oslo.messaging may leave non-daemon threads behind after a broker outage
+def main_and_exit(argv: list[str] | None = None) -> None:
+    """Run `main` and leave at once: oslo.messaging may leave non-daemon threads behind
+    after a broker outage, and an agent must never linger."""
+    code = main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+if __name__ == "__main__":
+    main_and_exit()

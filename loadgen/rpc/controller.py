@@ -1,7 +1,8 @@
 """Coordinates one RPC test: roll call, synchronised start, results, clean shutdown.
 
-The controller listens on a TCP port; agents (local processes here, or started over SSH
-by `loadgen`) connect to it. It hands each agent its configuration, waits until every
+The controller listens on a TCP port on the loopback; agents (local processes here, or
+started over SSH by `loadgen.rpcrun`, reaching it through reverse port forwarding) connect
+to it. It hands each agent its configuration, waits until every
 expected agent is ready, tells them all to start at the same wall-clock instant,
 forwards their per-second stats to an optional sink as `rpc` Points, collects final
 stats, waits for servers to drain in-flight messages, and stops everyone. An agent
@@ -20,10 +21,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from collector.lineproto import Point
 from loadgen.rpc.agent import Channel
@@ -156,14 +157,36 @@ class RpcTestResult:
         return out
 
 
-def _topology(spec: RpcTestSpec, test_id: str) -> list[tuple[str, str, str]]:
-    """(name, role, topic) of every agent; agents are spread over topics round-robin."""
-    topics = [f"wally-{test_id}-t{i}" for i in range(spec.topics)]
+def _roster(spec: RpcTestSpec) -> list[tuple[str, str, int, int]]:
+    """(name, role, index within the role, topic index) of every agent; agents are spread
+    over topics round-robin."""
     out = []
-    for i in range(spec.servers):
-        out.append((f"{spec.receiver_role}-{i}", spec.receiver_role, topics[i % spec.topics]))
-    for i in range(spec.clients):
-        out.append((f"{spec.sender_role}-{i}", spec.sender_role, topics[i % spec.topics]))
+    for role, count in ((spec.receiver_role, spec.servers), (spec.sender_role, spec.clients)):
+        out += [(f"{role}-{i}", role, i, i % spec.topics) for i in range(count)]
+    return out
+
+
+def _topology(spec: RpcTestSpec, test_id: str) -> list[tuple[str, str, str]]:
+    """(name, role, topic) of every agent."""
+    return [(name, role, f"wally-{test_id}-t{t}") for name, role, _, t in _roster(spec)]
+
+
+class Placed(NamedTuple):
+    node: str
+    topic: int
+    sender: bool
+
+
+def placement(
+    spec: RpcTestSpec, client_nodes: Sequence[str], server_nodes: Sequence[str], local: str
+) -> dict[str, Placed]:
+    """Where each agent runs: senders round-robin over `client_nodes`, receivers over
+    `server_nodes`; `local` takes a side whose list is empty."""
+    out = {}
+    for name, role, i, topic in _roster(spec):
+        sender = role == spec.sender_role
+        nodes = client_nodes if sender else server_nodes
+        out[name] = Placed(nodes[i % len(nodes)] if nodes else local, topic, sender)
     return out
 
 
@@ -198,6 +221,8 @@ class Controller:
         self.listener = socket.create_server((host, 0))
         self.address = (host, self.listener.getsockname()[1])
         self.procs: dict[str, subprocess.Popen] = {}
+        # Why an agent started elsewhere (over SSH) ended, set by whoever started it.
+        self.exits: dict[str, str] = {}
         # Agent logs go to the caller's directory (a run keeps them) or to a temp dir
         # that close() removes.
         self.logdir: Path | None = logdir
@@ -236,28 +261,26 @@ class Controller:
                 if a.channel is not None and a.missing is None:
                     a.channel.send(type="ping")
 
-    def spawn_local(self) -> None:
-        """Start every agent as a local process (tracked by PID), logging to `logdir`."""
+    def agent_args(self, name: str, port: int | None = None, tag: str = "") -> list[str]:
+        """The agent's command-line arguments; `port` is where the controller is reachable
+        on the agent's loopback (a forwarded port), by default its own."""
+        args = ["--controller", f"{self.address[0]}:{port or self.address[1]}", "--name", name]
+        args += ["--heartbeat", str(self.heartbeat), "--silence-timeout", str(self.silence_timeout)]
+        return args + (["--tag", tag] if tag else [])
+
+    def ensure_logdir(self) -> Path:
         if self.logdir is None:
             self.logdir = Path(tempfile.mkdtemp(prefix="wally-rpc-"))
         self.logdir.mkdir(parents=True, exist_ok=True)
-        host, port = self.address
+        return self.logdir
+
+    def spawn_local(self) -> None:
+        """Start every agent as a local process (tracked by PID), logging to `logdir`."""
+        logdir = self.ensure_logdir()
         for name in self.agents:
-            with open(self.logdir / f"{name}.log", "wb") as log:
+            with open(logdir / f"{name}.log", "wb") as log:
                 self.procs[name] = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "loadgen.rpc.agent",
-                        "--controller",
-                        f"{host}:{port}",
-                        "--name",
-                        name,
-                        "--heartbeat",
-                        str(self.heartbeat),
-                        "--silence-timeout",
-                        str(self.silence_timeout),
-                    ],
+                    [sys.executable, "-m", "loadgen.rpc.agent", *self.agent_args(name)],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -277,7 +300,8 @@ class Controller:
             return
         kind = msg.get("type")
         if kind == "hello":
-            a.channel, a.node, a.pid = msg["_channel"], msg.get("node", ""), msg.get("pid")
+            a.channel, a.pid = msg["_channel"], msg.get("pid")
+            a.node = a.node or msg.get("node", "")
             a.channel.send(type="config", config=a.config)
         elif kind == "ready":
             a.ready = True
@@ -326,14 +350,17 @@ class Controller:
                 and now - a.last_seen > self.silence_timeout
             ):
                 a.missing = f"silent for {self.silence_timeout:g} s"
-            proc = self.procs.get(a.name)
-            if (
-                a.missing is None
-                and a.channel is None
-                and proc is not None
-                and proc.poll() is not None
-            ):
-                a.missing = f"exited with {proc.returncode} before connecting"
+            if a.missing is None and a.channel is None:
+                ended = self._ended(a.name)
+                if ended is not None:
+                    a.missing = f"{ended} before connecting"
+
+    def _ended(self, name: str) -> str | None:
+        """How the agent's process ended, or None while it runs (or is not ours)."""
+        proc = self.procs.get(name)
+        if proc is not None:
+            return None if proc.poll() is None else f"exited with {proc.returncode}"
+        return self.exits.get(name)
 
     def _live(self, side: str) -> list[AgentState]:
         return [a for a in self.agents.values() if a.side == side and a.missing is None]
