@@ -43,6 +43,9 @@ from collector.lineproto import Point
 from collector.sensors import Context, ProcMatch, Sample, Sensor, all_sensors, get
 
 MARKER = "wally-sensor-reader"
+# The reader is stdlib only: -I -S skip the environment, user site and site-packages
+# (a pyenv or a distribution with many .pth files adds tens of ms of CPU per start).
+PYTHON_FLAGS = ("-I", "-S")
 DEFAULT_ROOTS = {"proc": "/proc", "sys": "/sys", "run": "/run"}
 
 # --- node side: plain Python 3.6+, stdlib only, shipped as source ------------------------
@@ -55,7 +58,7 @@ def node_digest_procs(stat_texts):
     threads = 0
     for text in stat_texts:
         end = text.rfind(")")
-        rest = text[end + 2 :].split()
+        rest = text[end + 2 :].split(None, 18)  # state .. num_threads, not all 50 fields
         if end < 0 or len(rest) < 18:
             continue
         counts[rest[0][0]] = counts.get(rest[0][0], 0) + 1
@@ -88,15 +91,24 @@ def node_digest_sockets(tables, tcp_states=None):
     return "".join(f"{k} {counts[k]}\n" for k in sorted(counts))
 
 
-def node_tcp_states(family):
-    """{state hex: count} of TCP sockets of one address family through netlink sock_diag
-    (what ss uses): a few times cheaper for the node than generating /proc/net/tcp."""
+def node_tcp_states(family=0):
+    """{state hex: count} of TCP sockets through netlink sock_diag (what ss uses): a few
+    times cheaper for the node than generating /proc/net/tcp. The kernel walks its whole
+    TCP hash table for every dump, however few sockets there are, so family 0 (both
+    IPv4 and IPv6) asks once, with the older TCPDIAG_GETSOCK request that dumps every
+    family; AF_INET or AF_INET6 ask SOCK_DIAG_BY_FAMILY for that family only."""
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4)  # NETLINK_SOCK_DIAG
     try:
-        # inet_diag_req_v2: family, protocol, ext, pad, states (all 12 TCP states), sockid
-        req = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 0xFFF) + bytes(48)
-        # nlmsghdr: len, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
-        sock.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0) + req)
+        if family:
+            # inet_diag_req_v2: family, protocol, ext, pad, states (all 12 TCP states), sockid
+            req = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, 0xFFF) + bytes(48)
+            kind = 20  # SOCK_DIAG_BY_FAMILY
+        else:
+            # inet_diag_req: family, src_len, dst_len, ext, sockid, states, dbs
+            req = bytes(52) + struct.pack("=II", 0xFFF, 0)
+            kind = 18  # TCPDIAG_GETSOCK
+        # nlmsghdr: len, type, NLM_F_REQUEST | NLM_F_DUMP, seq, pid
+        sock.send(struct.pack("=IHHII", 16 + len(req), kind, 0x301, 1, 0) + req)
         counts = {}
         while True:
             data = sock.recv(1 << 16)
@@ -127,22 +139,25 @@ def node_digest_users(utmp):
 
 
 def node_read(path):
-    """Whole file, opened and closed (for /proc/PID files, which come and go)."""
+    """Whole file, opened and closed (for /proc/PID files, which come and go). A read
+    shorter than asked for is the end of the file (procfs generates these files whole),
+    which saves the empty read that would confirm it."""
     fd = os.open(path, os.O_RDONLY)
     try:
         chunks = []
         while True:
             b = os.read(fd, 65536)
-            if not b:
-                return b"".join(chunks)
             chunks.append(b)
+            if len(b) < 65536:
+                return b"".join(chunks)
     finally:
         os.close(fd)
 
 
 def node_pread(fds, path):
     """Whole file through a descriptor kept open across ticks (pread from offset 0
-    regenerates /proc and /sys files without open/close); reopened once on error."""
+    regenerates /proc and /sys files without open/close); reopened once on error. A
+    short read is the end (these files are generated whole)."""
     for attempt in (0, 1):
         fd = fds.get(path)
         try:
@@ -153,9 +168,9 @@ def node_pread(fds, path):
             off = 0
             while True:
                 b = os.pread(fd, 65536, off)
-                if not b:
-                    return b"".join(chunks)
                 chunks.append(b)
+                if len(b) < 65536:
+                    return b"".join(chunks)
                 off += len(b)
         except OSError:
             if fd is not None:
@@ -165,31 +180,43 @@ def node_pread(fds, path):
     return b""
 
 
-def node_scan(proc, matchers, cmdlines, skip_pid):
+def node_scan(proc, matchers, cmdlines, skip_pid, statfds):
     """One pass over /proc/PID/stat: all stat texts (for @procs) and the (pid, matcher
     index, stat) of processes selected by procstat matchers. Command lines are cached per
-    (pid, start time); the reader itself (its command line carries MARKER) never matches."""
-    stats = []
+    (pid, start time); the reader itself (its command line carries MARKER) never matches.
+
+    The stat files stay open across ticks in statfds (up to 512: sessions often allow
+    1024 descriptors), a pread instead of open, read and close; the descriptor of a
+    process that is gone fails (ESRCH) and is reopened, so a reused PID reads afresh."""
+    found = []
     hits = []
     live = set()
     for name in os.listdir(proc):
         if not name.isdigit():
             continue
+        path = proc + "/" + name + "/stat"
         try:
-            text = node_read(proc + "/" + name + "/stat").decode("latin-1")
+            found.append((name, node_pread(statfds, path).decode("latin-1")))
         except OSError:
             continue
-        stats.append(text)
-        if not matchers or int(name) == skip_pid:
+        if len(statfds) > 512:
+            os.close(statfds.pop(path))
+    listed = {proc + "/" + name + "/stat" for name, _ in found}
+    for path in [p for p in statfds if p not in listed]:  # processes gone
+        os.close(statfds.pop(path))
+    for name, text in found if matchers else ():
+        if int(name) == skip_pid:
             continue
         end = text.rfind(")")
         comm = text[text.find("(") + 1 : end]
-        rest = text[end + 2 :].split()
-        ident = (name, rest[19] if len(rest) > 19 else "")
-        live.add(ident)
+        ident = None
         for i, (kind, rx) in enumerate(matchers):
             if kind == "exe" and not rx.search(comm):
                 continue
+            if ident is None:  # split the line only for candidates
+                rest = text[end + 2 :].split(None, 20)
+                ident = (name, rest[19] if len(rest) > 19 else "")
+                live.add(ident)
             if ident not in cmdlines:
                 try:
                     raw = node_read(proc + "/" + name + "/cmdline")
@@ -203,7 +230,7 @@ def node_scan(proc, matchers, cmdlines, skip_pid):
     for ident in list(cmdlines):
         if ident not in live:
             del cmdlines[ident]
-    return stats, hits
+    return [text for _, text in found], hits
 
 
 def node_procstat_files(proc, hits):
@@ -231,20 +258,25 @@ def node_collect(key, st):
     if key in ("@procs", "@procstat"):
         if st["scan"] is None:
             matchers = st["matchers"] if "@procstat" in st["due"] else []
-            st["scan"] = node_scan(proc, matchers, st["cmdlines"], st["pid"])
+            st["scan"] = node_scan(proc, matchers, st["cmdlines"], st["pid"], st["statfds"])
         if key == "@procs":
             return [(key, node_digest_procs(st["scan"][0]).encode())]
         return node_procstat_files(proc, st["scan"][1])
     if key == "@sockets":
         tcp = None
         names = ["net/udp", "net/udp6", "net/unix"]
-        try:
-            tcp = {}
-            for family in (socket.AF_INET, socket.AF_INET6):
-                for k, n in node_tcp_states(family).items():
-                    tcp[k] = tcp.get(k, 0) + n
-        except OSError:  # no sock_diag (module missing, seccomp): the /proc tables
-            tcp = None
+        # One dump for both families; per family where the old request is refused; the
+        # /proc tables without sock_diag (module missing, seccomp).
+        for families in ((0,), (socket.AF_INET, socket.AF_INET6)):
+            try:
+                tcp = {}
+                for family in families:
+                    for k, n in node_tcp_states(family).items():
+                        tcp[k] = tcp.get(k, 0) + n
+                break
+            except OSError:
+                tcp = None
+        if tcp is None:
             names += ["net/tcp", "net/tcp6"]
         tables = {}
         for name in names:
@@ -289,6 +321,7 @@ def node_main(spec_json):
         "roots": spec["roots"],
         "matchers": [(kind, re.compile(rx)) for kind, rx in spec["procstat"]],
         "fds": {},
+        "statfds": {},
         "cmdlines": {},
         "globs": {},
         "pid": os.getpid(),
@@ -429,7 +462,8 @@ def reader_command(
     """The shell command that runs the reader on a node (give it to one SSH channel and
     keep that channel's stdin open: closing it stops the reader)."""
     spec = reader_spec(reads, interval, procstat, roots)
-    return f"exec {python} -c {shlex.quote(reader_script())} {shlex.quote(spec)}"
+    flags = " ".join(PYTHON_FLAGS)
+    return f"exec {python} {flags} -c {shlex.quote(reader_script())} {shlex.quote(spec)}"
 
 
 def start_local(
@@ -441,7 +475,7 @@ def start_local(
     """The reader for the ``local`` node: same program, no SSH. Close its stdin to stop it."""
     spec = reader_spec(reads, interval, procstat, roots)
     return subprocess.Popen(
-        [sys.executable, "-c", reader_script(), spec],
+        [sys.executable, *PYTHON_FLAGS, "-c", reader_script(), spec],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )

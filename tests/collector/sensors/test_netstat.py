@@ -41,8 +41,9 @@ def _proc_tcp_states() -> Counter:
 
 
 def test_netlink_counts_match_proc_tables():
-    """The node counts TCP states over sock_diag; /proc/net/tcp{,6} is the ground truth.
-    Sockets come and go on a shared machine: retry until two /proc reads agree."""
+    """The node counts TCP states over sock_diag, in one dump for both families or one per
+    family; /proc/net/tcp{,6} is the ground truth. Sockets come and go on a shared
+    machine: retry until two /proc reads agree."""
     with socket.create_server(("127.0.0.1", 0)) as srv:
         client = socket.create_connection(srv.getsockname())
         peer, _ = srv.accept()
@@ -52,9 +53,11 @@ def test_netlink_counts_match_proc_tables():
                 ours = Counter()
                 for family in (socket.AF_INET, socket.AF_INET6):
                     ours.update(node_tcp_states(family))
+                both = Counter(node_tcp_states())
                 if before == _proc_tcp_states():
                     break
             assert ours == before
+            assert both == before
             assert ours["0A"] >= 1 and ours["01"] >= 2
         finally:
             client.close()

@@ -84,6 +84,9 @@ def test_command_runs_under_sh_and_exits_when_stdin_closes():
     try:
         frames = list(_frames(proc, 2))
         assert frames[0].seq == -1 and int(frames[0].files["@hello"].split()[0][4:]) == proc.pid
+        # stdlib only: no environment, user site or site-packages to load at start
+        argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[1:4] == [b"-I", b"-S", b"-c"]
         assert frames[1].files["proc/loadavg"].count(" ") == 4
     finally:
         proc.stdin.close()
