@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 Sink = Callable[[list[Point]], None]
 
-# Nodes connected, clock-checked and discovered at the same time.
+# Nodes connected, clock-checked, discovered or starting their reader at the same time.
 PREPARE_CONCURRENCY = 16
 
 
@@ -236,17 +236,34 @@ class Collector:
             else:
                 delays = backoff_delays(initial=0.5, max_delay=10.0)
 
-    async def _stream(self, st: NodeStatus) -> None:
+    async def _start_reader(self, st: NodeStatus) -> bytes:
+        """(Re)connect if needed, start the reader and return its first output.
+
+        Starting a reader costs the node a Python start and its SSH session a login shell:
+        hundreds at once would starve the nodes already streaming (on a test machine
+        sharing its cores with the simulated nodes, and on a real node running other
+        services), so starts take turns with preparation. Connecting does not: a node that
+        does not answer must not hold up the others."""
         if st.conn is None or st.conn.closed:
             st.conn = await connect(st.node)
-        if st.info is None:
-            st.info = await discover(st.conn)
-            self.sink(st.info.points(time.time_ns()))
-        st.proc = await st.conn.start(self.command(st))
+        async with self._preparing:
+            if st.info is None:
+                st.info = await discover(st.conn)
+                self.sink(st.info.points(time.time_ns()))
+            st.proc = await st.conn.start(self.command(st))
+            try:
+                return await asyncio.wait_for(st.proc.read(), st.node.connect_timeout)
+            except TimeoutError:
+                raise ConnectionLostError(
+                    st.node.name, f"reader sent nothing within {st.node.connect_timeout} s"
+                ) from None
+
+    async def _stream(self, st: NodeStatus) -> None:
+        chunk = await self._start_reader(st)
         ctx = self.context(st)
         state = StreamState()
         rest = b""
-        async for chunk in st.proc.chunks():
+        while chunk:
             frames, rest = split_frames(chunk, rest)
             for frame in frames:
                 points, state, errors = frame_points(frame, self.enabled, ctx, state)
@@ -260,6 +277,7 @@ class Collector:
                 st.points += len(points)
                 st.last_sample_ns = frame.time_ns
                 self.sink(points)
+            chunk = await st.proc.read()
 
     async def _poll_loop(self, st: NodeStatus, poller: Poller) -> None:
         """Poll at the poller's interval while the node's stream is up; errors are counted,

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from collector import engine
 from collector.engine import Collector, PreflightError
 from collector.inventory import inventory_from_dict
 from collector.writer import InfluxWriter
@@ -128,3 +129,14 @@ def test_an_unreachable_node_does_not_stop_the_others(sshd_nodes, influx, tmp_pa
     assert down.samples == 0 and not down.connected
     assert "cannot reach" in down.last_error
     assert col.status[sshd_nodes.instances[0].name].samples >= 2
+
+
+def test_readers_start_in_turns_and_all_stream(sshd_nodes, influx, tmp_path, monkeypatch):
+    """Reader starts take turns (one at a time here): a turn ends when the reader speaks,
+    not when its stream does, so every node streams."""
+    monkeypatch.setattr(engine, "PREPARE_CONCURRENCY", 1)
+    inventory = inventory_from_dict(_lab(sshd_nodes), source="lab.yaml", base_dir=str(tmp_path))
+    col = _collect(inventory, influx, tmp_path, 4)
+    for name, st in col.status.items():
+        assert st.samples >= 2, (name, st.last_error)
+        assert st.errors == 0, (name, st.last_error)
