@@ -64,10 +64,21 @@ def escape_measurement(name: str) -> str:
     return _MEAS_RE.sub(r"\\\1", name)
 
 
+# Keys and tag values repeat in every point (the same few hundred strings per node):
+# escaped ones are remembered, which was a fifth of the collector's CPU per sample.
+_ESCAPED_KEYS: dict[str, str] = {}
+_ESCAPED_KEYS_MAX = 100_000
+
+
 def escape_key(text: str, what: str = "tag") -> str:
     """Escape a tag key, tag value or field key."""
-    _check(text, what, _BAD_BACKSLASH_KEY)
-    return _KEY_RE.sub(r"\\\1", text)
+    escaped = _ESCAPED_KEYS.get(text) if isinstance(text, str) else None
+    if escaped is None:
+        _check(text, what, _BAD_BACKSLASH_KEY)
+        escaped = _KEY_RE.sub(r"\\\1", text)
+        if len(_ESCAPED_KEYS) < _ESCAPED_KEYS_MAX:
+            _ESCAPED_KEYS[text] = escaped
+    return escaped
 
 
 def escape_string_field(value: str, what: str = "string field") -> str:
