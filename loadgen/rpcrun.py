@@ -55,6 +55,8 @@ STOP_WAIT_S = 30.0
 # gives its broker connection up to 10 s to close).
 AGENT_EXIT_S = 15.0
 _LOG_TAIL = 400
+# How often the agents' per-second points are pushed to InfluxDB during a test.
+LIVE_FLUSH_S = 1.0
 
 
 def agent_node(inventory: Inventory | None, name: str) -> Node:
@@ -118,8 +120,9 @@ class RpcExecutor:
         bad = await self._connect(pythons)
         problems.update({f"rpc node {n}": why for n, why in bad.items()})
         if not bad:
+            measured: dict[str, ClockSkew] = {}
             for it in its:
-                for pair in await self._clocks(it):
+                for pair in await self._clocks(it, measured):
                     if it.one_way and pair.too_far(it.agents.max_clock_skew):
                         key = f"rpc clocks {pair.sender}/{pair.receiver}"
                         problems[key] = pair.describe(it.agents.max_clock_skew)
@@ -145,13 +148,17 @@ class RpcExecutor:
             self.conns[name] = conn
             return None if node.is_local else await check_python(conn, pythons[name])
 
-        todo = [n for n in sorted(pythons) if n not in self.conns]
+        todo = [n for n in sorted(pythons) if n not in self.conns or self.conns[n].closed]
         found = await asyncio.gather(*(one(n) for n in todo))
         return {n: why for n, why in zip(todo, found, strict=True) if why}
 
-    async def _clocks(self, it: RpcIteration) -> list[ClockPair]:
-        """Clock differences of the iteration's sender/receiver node pairs, measured now."""
+    async def _clocks(
+        self, it: RpcIteration, measured: dict[str, ClockSkew] | None = None
+    ) -> list[ClockPair]:
+        """Clock differences of the iteration's sender/receiver node pairs; nodes not in
+        `measured` are measured now (and added to it)."""
         placed = _placed(it)
+        measured = {} if measured is None else measured
         nodes = sorted({p.node for p in placed.values()})
         if len(nodes) < 2:
             return []
@@ -160,8 +167,9 @@ class RpcExecutor:
             conn = self.conns[name]
             return ClockSkew(0.0, 0.0) if conn.node.is_local else await measure_skew(conn)
 
-        skews = dict(zip(nodes, await asyncio.gather(*(skew(n) for n in nodes)), strict=True))
-        return clock_pairs(placed, skews)
+        todo = [n for n in nodes if n not in measured]
+        measured.update(zip(todo, await asyncio.gather(*(skew(n) for n in todo)), strict=True))
+        return clock_pairs(placed, measured)
 
     async def close(self) -> None:
         """Close the connections to the agent nodes (at the end of the run)."""
@@ -240,17 +248,32 @@ class RpcExecutor:
 
     async def _follow(self, ctl: Controller, stop: asyncio.Event) -> RpcTestResult | None:
         """The controller's test, or None when `stop` is set first (the agents are told to
-        stop; the caller makes sure they are gone)."""
+        stop; the caller makes sure they are gone). The agents' per-second points are sent
+        to InfluxDB every second meanwhile, so live dashboards follow the test."""
         running = asyncio.create_task(asyncio.to_thread(ctl.run))
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([running, stopper], return_when=asyncio.FIRST_COMPLETED)
-        if stopper in done:
-            await asyncio.to_thread(ctl.close)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(running, STOP_WAIT_S)
-            return None
-        stopper.cancel()
-        return running.result()
+        flusher = asyncio.create_task(self._flush_every(LIVE_FLUSH_S))
+        try:
+            done, _ = await asyncio.wait(
+                [running, stopper, flusher], return_when=asyncio.FIRST_COMPLETED
+            )
+            if stopper in done:
+                await asyncio.to_thread(ctl.close)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(running, STOP_WAIT_S)
+                return None
+            if flusher in done:  # InfluxDB rejected points: stop the test, say why
+                await asyncio.to_thread(ctl.close)
+                flusher.result()
+            return running.result()
+        finally:
+            stopper.cancel()
+            flusher.cancel()
+
+    async def _flush_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await asyncio.to_thread(self.writer.flush)
 
     async def _start_agents(self, ctl: Controller, it: RpcIteration) -> None:
         """Start every agent on its node, each reaching the controller through a port

@@ -234,7 +234,7 @@ def cleanup_cmd(run_dir: Path) -> None:
             try:
                 killed = await fionode.kill_run_pids(conn, left.pids, left.workdir)
                 files, images = len(left.files), len(left.rbd_images)
-                failed = await fionode.remove_leftovers(conn, left, ceph[name])
+                failed = await fionode.remove_leftovers(conn, left, ceph.get(name))
                 click.echo(
                     f"{name}: stopped {killed} process(es), removed {files} file(s), "
                     f"{images - len(failed)} RBD image(s) and the work dir"

@@ -1,18 +1,23 @@
 """RPC campaigns inside `loadgen run`, for real: private RabbitMQ, real InfluxDB.
 
 Two iterations through `loadgen run --json`, then `analysis rpc` on the run: the counts in
-its HTML/CSV/JSON equal the agents' counters (run.json) and RabbitMQ's own counters.
+its HTML/CSV/JSON equal the agents' counters (run.json) and RabbitMQ's own counters. Ctrl+C
+in the middle of an iteration: no agent survives (by the PIDs the run recorded), the
+iteration is resumable, `cleanup` and `resume` work as for fio runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from loadgen.rpc.broker import LocalBroker
@@ -26,6 +31,15 @@ def _overview(broker: LocalBroker) -> dict[str, int]:
     return {k: stats.get(k, 0) for k in ("publish", "deliver_get")}
 
 
+def _broker(broker: LocalBroker) -> dict[str, str]:
+    """The plan's `rpc.broker`; the password comes from the environment, as in a lab."""
+    return {
+        "url": f"rabbit://127.0.0.1:{broker.amqp_port}/",
+        "user": broker.user,
+        "password_env": "WALLY_TEST_RABBIT_PASSWORD",
+    }
+
+
 def _cli(args: list[str], influx, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*args, "--influx-url", influx.url, "--database", influx.database],
@@ -37,17 +51,15 @@ def _cli(args: list[str], influx, tmp_path: Path, **env: str) -> subprocess.Comp
 
 
 def test_rpc_campaign_runs_and_its_post_mortem_matches_the_counters(
-    rabbitmq: LocalBroker, influx, tmp_path: Path
+    counting_rabbitmq: LocalBroker, influx, tmp_path: Path
 ) -> None:
+    # exact broker-wide counters: a broker of the module's own (see the fixture)
+    rabbitmq = counting_rabbitmq
     lab = {
         "nodes": [{"uri": "local", "name": "bus", "roles": ["rabbitmq"]}],
         "rabbitmq": {"url": rabbitmq.api, "user": rabbitmq.user},
         "rpc": {
-            "broker": {
-                "url": f"rabbit://127.0.0.1:{rabbitmq.amqp_port}/",
-                "user": rabbitmq.user,
-                "password_env": "WALLY_TEST_RABBIT_PASSWORD",
-            },
+            "broker": _broker(rabbitmq),
             "campaigns": [
                 {
                     "name": "t",
@@ -128,3 +140,101 @@ def test_rpc_campaign_runs_and_its_post_mortem_matches_the_counters(
     assert (table["tcp_established"] > 0).all()
     html = (out / "rpc.html").read_text()
     assert "Plotly.newPlot" in html and "<script src=" not in html
+
+
+def _state(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def _ticks(influx, run_id: str) -> int:
+    df = influx.query_df('SELECT "msgs_ok" FROM "rpc" WHERE "run" = $run', {"run": run_id})
+    return len(df)
+
+
+def test_ctrl_c_mid_rpc_iteration_stops_agents_and_resume_finishes(
+    rabbitmq: LocalBroker, influx, tmp_path: Path
+) -> None:
+    lab = {
+        "nodes": [{"uri": "local", "name": "loadgen", "roles": ["loadgen"]}],
+        "rpc": {
+            "broker": _broker(rabbitmq),
+            "campaigns": [
+                {"name": "i", "clients": [1], "servers": [1], "duration": "5s", "pause": 0.01}
+            ],
+        },
+    }
+    plan = tmp_path / "lab.yaml"
+    plan.write_text(yaml.safe_dump(lab, sort_keys=False))
+    runs = tmp_path / "runs"
+    env = {
+        **os.environ,
+        "WALLY_STATE_DIR": str(tmp_path / "state"),
+        "WALLY_TEST_RABBIT_PASSWORD": rabbitmq.password,
+    }
+    db = ["--influx-url", influx.url, "--database", influx.database]
+    cmd = [sys.executable, "-m", "loadgen", "run", str(plan), "--runs-dir", str(runs), *db]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        run_dir = None
+        # mid-iteration: both agents recorded by PID, and their per-second points arriving
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(runs.glob("*/run.json"))
+            if found:
+                run_dir = found[0].parent
+                pids = _state(run_dir)["nodes"].get("local", {}).get("pids", [])
+                if len(pids) == 2 and _ticks(influx, run_dir.name) > 0:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the RPC iteration never got going: {proc.communicate()[1][-3000:]}")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    assert "loadgen resume" in err
+    state = _state(run_dir)
+    assert state["status"] == "interrupted"
+    (it,) = state["iterations"].values()
+    assert it["status"] == "interrupted" and it["totals"] == {}
+    left = state["nodes"]["local"]
+    assert left["workdir"] == f"/tmp/wally-run-{state['run_id']}/local"
+    assert len(left["pids"]) == 2
+    assert [p for p in left["pids"] if _alive(p, left["workdir"])] == []
+
+    r = subprocess.run(
+        [sys.executable, "-m", "loadgen", "cleanup", str(run_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "local: stopped 0 process(es)" in r.stdout
+    assert _state(run_dir)["nodes"]["local"]["pids"] == []
+
+    r = _cli(
+        [sys.executable, "-m", "loadgen", "resume", str(run_dir), "--json"],
+        influx,
+        tmp_path,
+        WALLY_TEST_RABBIT_PASSWORD=rabbitmq.password,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (it,) = json.loads(r.stdout)["iterations"]
+    assert it["status"] == "done" and it["rpc"]["missing"] == {}
+    c, s = it["rpc"]["client"], it["rpc"]["server"]
+    assert c["msgs_ok"] > 0 and c["msgs_fail"] == 0 and s["msgs_ok"] == c["msgs_ok"]
+    left = _state(run_dir)["nodes"]["local"]
+    assert len(left["pids"]) == 2
+    assert [p for p in left["pids"] if _alive(p, left["workdir"])] == []
+
+
+def _alive(pid: int, tag: str) -> bool:
+    """Whether `pid` is still one of the run's agents (its command line names the tag)."""
+    try:
+        return tag in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
