@@ -122,3 +122,34 @@ def test_filter_parser():
     f = parse_filter("servers <= clients")
     assert f.keep({"servers": 2, "clients": 2}) and not f.keep({"servers": 3, "clients": 2})
     assert parse_filter("clients > 4").keep({"clients": 5})
+
+
+def _lab_with_agent_nodes(tmp_path, agents):
+    lab = {
+        "nodes": [
+            {"uri": "local", "roles": ["rabbitmq"]},
+            {"uri": "root@10.0.0.1", "name": "c1", "roles": ["rpc-client"]},
+            {"uri": "root@10.0.0.2", "name": "c2", "roles": ["rpc-client", "rpc-server"]},
+        ],
+        "rpc": {"broker": BROKER, "agents": agents, "campaigns": [{"clients": 1, "servers": 1}]},
+    }
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(lab, sort_keys=False))
+    return load_inventory(path)
+
+
+def test_agent_nodes_come_from_roles_and_agent_settings(tmp_path):
+    inv = _lab_with_agent_nodes(tmp_path, {"node_python": {"c2": "/opt/py"}})
+    (it,) = [it for it in compile_plan(inv) if isinstance(it, RpcIteration)]
+    assert it.client_nodes == ("c1", "c2") and it.server_nodes == ("c2",)
+    assert it.nodes == ()  # agent nodes are not fio nodes: the runner prepares nothing there
+    assert it.agents.python_on("c1") == "python3" and it.agents.python_on("c2") == "/opt/py"
+    assert it.agents.max_clock_skew == 0.001
+    assert it.to_dict()["client_nodes"] == ["c1", "c2"]
+
+
+def test_agent_python_for_an_unknown_node_names_file_line_and_key(tmp_path):
+    with pytest.raises(InventoryError) as exc:
+        compile_plan(_lab_with_agent_nodes(tmp_path, {"node_python": {"c3": "/opt/py"}}))
+    text = str(exc.value)
+    assert "lab.yaml:" in text and "rpc.agents.node_python.c3: no node named 'c3'" in text
