@@ -1,17 +1,23 @@
 """Which resource came closest to saturation in each test, and which saturated first.
 
-Every resource is one request per test over the window, grouped by series on the
-server (InfluxDB computes each series' mean/p95/max and the number of samples past the
-threshold with native aggregates); the client only ranks the per-series rows. Levels:
+The USE method's two numbers per resource and test window: utilisation (the mean level)
+and saturation (the share of samples at or past a threshold), plus the peak. Each is a
+native InfluxDB aggregate grouped by series, answered by the storage engine; resources
+reading the same measurement share statements (and one sample count), so a job costs a
+few aggregate calls per series whatever the window length. A per-series percentile would
+not: InfluxDB 1.x streams every point through its query engine for it, which at 1000
+nodes x 8 disks x 10 minutes costs more than the rest of the job together (measured by
+bench/analysis_scale.py).
 - disk util: `io_util` (%, Telegraf's and our sensor's gauge); disk queue:
   `iops_in_progress`, the requests in flight at each sample;
 - cpu: non-idle share (100 - usage_idle) of `cpu-total` per node; cpu core: per core,
   the hottest core per node is kept;
-- nic: (bytes_sent + bytes_recv) mean rate as a share of the link speed, when known.
-Closeness = p95 level / threshold; the share of samples at or past the threshold is the
-time share spent saturated. Broker CPU in RPC tests is the cpu of the nodes with a
-rabbitmq role, ranked with the rest.
+- nic: (bytes_sent + bytes_recv) mean rate as a share of the link speed, when known;
 - osd queue: share of OSD op time spent queued for the PG (ceph_op_stages), per OSD.
+Closeness = mean level / threshold. Rows are ranked by the time share spent saturated,
+then by closeness: a disk past its threshold a third of the time is a worse bottleneck
+than one steadily at 80 %. Broker CPU in RPC tests is the cpu of the nodes with a
+rabbitmq role, ranked with the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from analysis import ratios, stats
 from analysis.summary import fine_histograms
 from analysis.windows import NS, TestWindow, load_tests, parallel, statement_frame
 from collector import histogram, schema
-from collector.influx import InfluxClient, quote_ident, series_to_frame
+from collector.influx import InfluxClient, quote_ident, quote_literal, series_to_frame
 
 
 @dataclass(frozen=True)
@@ -52,80 +58,114 @@ class Resource:
     """A per-sample gauge whose level says how busy something is.
 
     `invert`: the level is 100 - field (CPU busy from usage_idle), so the statistics are
-    taken of the field and mirrored. Gauges keep every query a native aggregate.
+    taken of the field and mirrored. `only`: the rows of the measurement that are this
+    resource, as (tag, value, equal?) — applied client-side to the shared level
+    statement and server-side to the saturation count.
     """
 
     name: str
     measurement: str
     series: tuple[str, ...]
     field: str
-    where: str
     threshold: str  # Thresholds attribute
     unit: str
     invert: bool = False
+    only: tuple[str, str, bool] | None = None
+
+    @property
+    def condition(self) -> str:
+        """`only` as an InfluxQL condition ("" when the resource is every row)."""
+        if self.only is None:
+            return ""
+        tag, value, equal = self.only
+        return f"{quote_ident(tag)} {'=' if equal else '!='} {quote_literal(value)}"
+
+    def rows(self, df: pd.DataFrame) -> pd.DataFrame:
+        if self.only is None:
+            return df
+        tag, value, equal = self.only
+        return df[(df[tag] == value) == equal]
 
 
 _DISK = ("node", "role", "device")
 _CPU = ("node", "role", "cpu")
+_TOTAL = ("cpu", "cpu-total", True)
 RESOURCES = (
-    Resource("disk util", schema.DISKIO.name, _DISK, "io_util", "", "disk_util_pct", "%"),
-    Resource(
-        "disk queue", schema.DISKIO.name, _DISK, "iops_in_progress", "", "disk_queue", "requests"
-    ),
-    Resource(
-        "cpu", schema.CPU.name, _CPU, "usage_idle", "\"cpu\" = 'cpu-total'", "cpu_pct", "%", True
-    ),
+    Resource("disk util", schema.DISKIO.name, _DISK, "io_util", "disk_util_pct", "%"),
+    Resource("disk queue", schema.DISKIO.name, _DISK, "iops_in_progress", "disk_queue", "requests"),
+    Resource("cpu", schema.CPU.name, _CPU, "usage_idle", "cpu_pct", "%", True, _TOTAL),
     Resource(
         "cpu core",
         schema.CPU.name,
         _CPU,
         "usage_idle",
-        "\"cpu\" != 'cpu-total'",
         "core_pct",
         "%",
         True,
+        ("cpu", "cpu-total", False),
     ),
 )
 
 
-def _saturation_queries(r: Resource, thr: float, t: TestWindow) -> tuple[str, str, dict]:
-    """The levels per series, and the samples at or past the threshold per series."""
-    params = {"s": t.start_ns, "e": t.end_ns, "thr": 100.0 - thr if r.invert else thr}
-    keys = ", ".join(quote_ident(k) for k in r.series)
-    cond = f" AND {r.where}" if r.where else ""
+def _window(t: TestWindow) -> tuple[str, dict]:
+    return "time >= $s AND time < $e", {"s": t.start_ns, "e": t.end_ns}
+
+
+def level_query(rs: list[Resource], t: TestWindow) -> tuple[str, dict]:
+    """One statement for resources of one measurement: mean and peak of each field per
+    series, and one sample count (the fields of a measurement are written together)."""
+    m, keys = rs[0].measurement, rs[0].series
+    win, params = _window(t)
+    sel = []
+    for r in rs:
+        f = quote_ident(r.field)
+        for agg in ("mean", "min" if r.invert else "max"):
+            col = f"{agg}_{r.field}"
+            if col not in sel:
+                sel.append(f"{agg}({f}) AS {quote_ident(col)}")
+    sel.append(f"count({quote_ident(rs[0].field)}) AS n")
+    cols = ", ".join(dict.fromkeys(sel))
+    group = ", ".join(quote_ident(k) for k in keys)
+    return f"SELECT {cols} FROM {quote_ident(m)} WHERE {win} GROUP BY {group}", params
+
+
+def saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict]:
+    """The samples at or past the threshold per series (busy >= thr: idle <= 100 - thr)."""
+    win, params = _window(t)
+    params["thr"] = 100.0 - thr if r.invert else thr
     f = quote_ident(r.field)
-    win = f"time >= $s AND time < $e{cond}"
-    p95, top = (
-        (f"percentile({f}, 5)", f"min({f})") if r.invert else (f"percentile({f}, 95)", f"max({f})")
-    )
-    m = quote_ident(r.measurement)
-    q1 = f"SELECT mean({f}) AS mean, {p95} AS p95, {top} AS max, count({f}) AS n FROM {m} WHERE {win} GROUP BY {keys}"
     past = "<=" if r.invert else ">="
-    q2 = f"SELECT count({f}) AS sat FROM {m} WHERE {win} AND {f} {past} $thr GROUP BY {keys}"
-    return q1, q2, params
+    group = ", ".join(quote_ident(k) for k in r.series)
+    cond = f" AND {r.condition}" if r.condition else ""
+    return (
+        f"SELECT count({f}) AS sat FROM {quote_ident(r.measurement)} WHERE {win}{cond} "
+        f"AND {f} {past} $thr GROUP BY {group}",
+        params,
+    )
 
 
 def _levels(r: Resource, a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """A resource's rows from its two statements' results."""
+    """A resource's rows (mean, max, n, sat) from its level and saturation results."""
+    a = r.rows(a)
     if a.empty:
         return a
     keys = list(r.series)
-    a = a.drop(columns=["time", "_measurement"], errors="ignore")
+    top = f"{'min' if r.invert else 'max'}_{r.field}"
+    out = a[keys].assign(mean=a[f"mean_{r.field}"], max=a[top], n=a["n"])
+    out = out.dropna(subset=["mean"])
     if r.invert:
-        for c in ("mean", "p95", "max"):
-            a[c] = 100.0 - a[c]
+        out["mean"] = 100.0 - out["mean"]
+        out["max"] = 100.0 - out["max"]
     if b.empty:
-        a["sat"] = 0
-    else:
-        a = a.merge(b[[*keys, "sat"]], on=keys, how="left").fillna({"sat": 0})
-    return a
+        return out.assign(sat=0)
+    return out.merge(b[[*keys, "sat"]], on=keys, how="left").fillna({"sat": 0})
 
 
 def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     """NIC throughput (sent + received) as % of link speed, the window's mean per link.
 
-    From the first and last counter sample per series (native selectors), so p95 and the
-    saturated share are not known for NICs; links of unknown speed are left out.
+    From the first and last counter sample per series (native selectors), so the peak and
+    the saturated share are not known for NICs; links of unknown speed are left out.
     """
     m = quote_ident(schema.NET.name)
     tail = f'FROM {m} WHERE time >= $s AND time < $e AND "device" != \'lo\' GROUP BY "node", "role", "device"'
@@ -152,7 +192,7 @@ def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     span = (f["time_y"] - f["time_x"]) / NS
     bits = ((f["b"] - f["a"]) + (f["rb"] - f["ra"])) * 8 / span.where(span > 0)
     level = bits / (f["speed"] * 1e6) * 100.0
-    return f[keys].assign(mean=level, p95=level, max=level, n=1, sat=np.nan)
+    return f[keys].assign(mean=level, max=level, n=1, sat=np.nan)
 
 
 def _osd_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
@@ -167,35 +207,40 @@ def _osd_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
         return df
     level = df["q"] / df["d"].where(df["d"] > 0)
     return df[["node", "role"]].assign(
-        device="osd." + df["id"], mean=level, p95=level, max=level, n=1, sat=np.nan
+        device="osd." + df["id"], mean=level, max=level, n=1, sat=np.nan
     )
 
 
 def test_bottlenecks(
     client: InfluxClient, t: TestWindow, th: Thresholds = Thresholds()
 ) -> pd.DataFrame:
-    """Every resource of every node in the test window, closest to saturation first.
+    """Every resource of every node in the test window, most saturated first.
 
     The statements go out as parallel requests: InfluxDB answers each on one core, and
     their cost is per series and aggregate, so a big cluster keeps several cores busy.
     """
-    jobs: list[Callable[[], pd.DataFrame]] = []
+    by_measurement: dict[str, list[Resource]] = {}
     for r in RESOURCES:
-        q1, q2, params = _saturation_queries(r, getattr(th, r.threshold), t)
-        jobs += [
-            partial(statement_frame, client, q1, params),
-            partial(statement_frame, client, q2, params),
-        ]
+        by_measurement.setdefault(r.measurement, []).append(r)
+    groups = list(by_measurement.values())
+    jobs: list[Callable[[], pd.DataFrame]] = [
+        partial(statement_frame, client, *level_query(rs, t)) for rs in groups
+    ]
+    jobs += [
+        partial(statement_frame, client, *saturation_query(r, getattr(th, r.threshold), t))
+        for r in RESOURCES
+    ]
     *got, nic, osd = parallel(
         [*jobs, partial(_nic_levels, client, t), partial(_osd_levels, client, t)]
     )
+    level = {r.name: got[i] for i, rs in enumerate(groups) for r in rs}
     frames = []
     for i, r in enumerate(RESOURCES):
-        df = _levels(r, got[2 * i], got[2 * i + 1])
+        df = _levels(r, level[r.name], got[len(groups) + i])
         if df.empty:
             continue
         if r.name == "cpu core":  # the hottest core per node
-            df = df.sort_values("p95", ascending=False).drop_duplicates("node")
+            df = df.sort_values("mean", ascending=False).drop_duplicates("node")
         df = df.rename(columns={"cpu": "device", "id": "device"})
         frames.append(df.assign(resource=r.name, unit=r.unit, threshold=getattr(th, r.threshold)))
     if not nic.empty:
@@ -205,12 +250,16 @@ def test_bottlenecks(
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
-    out["closeness"] = out["p95"] / out["threshold"]
+    out["closeness"] = out["mean"] / out["threshold"]
     out["saturated_share"] = out["sat"] / out["n"]
     out.insert(0, "test", t.test)
-    cols = ["test", "resource", "node", "role", "device", "mean", "p95", "max", "unit", "threshold"]
+    cols = ["test", "resource", "node", "role", "device", "mean", "max", "unit", "threshold"]
     cols += ["closeness", "saturated_share"]
-    return out[cols].sort_values("closeness", ascending=False).reset_index(drop=True)
+    # a level known only as a window mean (NIC, OSD queue) counts as saturated all the
+    # window when that mean is past the threshold
+    rank = out["saturated_share"].fillna((out["closeness"] >= 1.0).astype(float))
+    order = np.lexsort((-out["closeness"].fillna(-1).to_numpy(), -rank.to_numpy()))
+    return out[cols].iloc[order].reset_index(drop=True)
 
 
 def run_bottlenecks(
@@ -231,8 +280,8 @@ def first_saturated(
     """Per load family (same parameters but queue depth), the first resource to saturate.
 
     Tests are walked in QD order; the first one where some resource is past its
-    threshold for `saturated_share` of the window (or its p95 is, when the share is not
-    counted) names the resource closest to saturation there.
+    threshold for `saturated_share` of the window (or its mean level is, when the share is
+    not counted) names the most saturated resource there (the table's ranking).
     """
     if table.empty:
         return pd.DataFrame()
@@ -251,7 +300,7 @@ def first_saturated(
             share = sel["saturated_share"]
             hot = sel[(share >= th.saturated_share) | (share.isna() & (sel["closeness"] >= 1.0))]
             if len(hot):
-                found = (t, hot.sort_values("closeness", ascending=False).iloc[0])
+                found = (t, hot.iloc[0])
                 break
         if found is None:
             rows.append({"family": family, "qd": None, "test": None, "resource": "none saturated"})

@@ -384,8 +384,8 @@ HELP = {
     "costs": "Resource-cost ratios per test (analysis.ratios): the value over the test "
     "window and ±its relative deviation across equal time chunks (a steady cost has a "
     "small one). Skipped ratios name what is missing (e.g. no storage role).",
-    "bottlenecks": "Every resource ranked by closeness = p95 level / threshold, with the "
-    "share of the window spent at or past the threshold; the first resource to saturate "
+    "bottlenecks": "Every resource ranked by the share of the window spent at or past its "
+    "threshold, then by closeness = mean level / threshold; the first resource to saturate "
     "as QD grows; checks (cache hits, data flushed).",
     "cluster": "Load per node role over the span (gray bands: test windows; hover the "
     "triangles for names): CPU busy % averaged over the role's nodes, disk IOPS and "

@@ -185,7 +185,7 @@ def resource_heatmap(
         known = ", ".join(x.name for x in bottlenecks.RESOURCES)
         raise ValueError(f"unknown resource {resource!r}; expected one of: {known}")
     keys = ", ".join(quote_ident(k) for k in r.series)
-    cond = f" AND {r.where}" if r.where else ""
+    cond = f" AND {r.condition}" if r.condition else ""
     res = client.query(
         f"SELECT mean({quote_ident(r.field)}) AS value FROM {quote_ident(r.measurement)} "
         f"WHERE time >= $s AND time < $e{cond} GROUP BY time({step}s), {keys} fill(none)",

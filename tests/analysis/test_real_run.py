@@ -117,12 +117,16 @@ def test_device_writes_per_client_write_match_proc_diskstats(real_run):
         "total_ios"
     ]
     table = ratios.ratio_table(
-        client, doc["run_id"], {"w": f"testnode.{dev}.writes / client.write.ios"}, strict=True
+        client,
+        doc["run_id"],
+        {"w": f"testnode.{dev}.writes / client.write.ios"},
+        strict=True,
+        chunks=3,
     )
     row = table[table["test"] == "lo-randwrite-4k-qd4"].iloc[0]
     # sensor sampling jitter on a loaded 2-core machine moves a 12 s window's rate by a few %
     assert row["value"] == pytest.approx(truth, rel=0.1)
-    # a steady load costs about the same in every 2 s chunk (1 s samples: edge aliasing)
+    # a steady load costs about the same in every 4 s chunk (1 s samples: edge aliasing)
     assert row["deviation"] < 0.3
     reads = table[table["test"] == "lo-randread-4k-qd4"].iloc[0]
     assert np.isnan(reads["value"]) or reads["value"] == 0  # no client writes: 0/0
@@ -134,7 +138,8 @@ def test_bottlenecks_rank_the_test_device(real_run):
     table = bottlenecks.run_bottlenecks(client, doc["run_id"], tests=tests)
     mine = table[(table["device"] == dev) & (table["resource"] == "disk util")]
     assert set(mine["test"]) == {t.test for t in tests}
-    assert (mine["p95"] > 10).all() and (mine["p95"] <= 101).all()
+    assert (mine["mean"] > 10).all() and (mine["max"] <= 101).all()
+    assert (mine["mean"] <= mine["max"]).all()
     assert {"cpu", "cpu core", "disk queue"} <= set(table["resource"])
     first = bottlenecks.first_saturated(table, tests)
     assert len(first) == 2 and first["resource"].str.len().gt(0).all()
