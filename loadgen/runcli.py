@@ -136,6 +136,9 @@ def _write_report(rundir: RunDir, url: str, database: str, console: Console) -> 
             f"report: not written, took over {REPORT_TIMEOUT_S} s; run: {shlex.join(cmd)}"
         )
         return
+    except KeyboardInterrupt:  # the run is measured and saved; only the page is skipped
+        console.print(f"report: interrupted, not written; run: {shlex.join(cmd)}")
+        return
     if r.returncode == 0:
         console.print(f"report: {out}")
     else:
