@@ -8,6 +8,7 @@ from collector import engine
 from collector.engine import Collector, PreflightError
 from collector.inventory import inventory_from_dict
 from collector.writer import InfluxWriter
+from tests.fixtures.sshd import SKEW_S
 
 
 def _lab(cluster, **defaults):
@@ -140,3 +141,35 @@ def test_readers_start_in_turns_and_all_stream(sshd_nodes, influx, tmp_path, mon
     for name, st in col.status.items():
         assert st.samples >= 2, (name, st.last_error)
         assert st.errors == 0, (name, st.last_error)
+
+
+def test_a_node_whose_clock_is_off_is_refused_before_collection(sshd_nodes, skewed_sshd, tmp_path):
+    data = sshd_nodes.lab_config()
+    off = skewed_sshd.instances[0]
+    data["nodes"].append(
+        {
+            "uri": off.uri,
+            "name": "late",
+            "roles": ["testnode"],
+            "key_file": str(skewed_sshd.key_path),
+            "known_hosts": str(skewed_sshd.known_hosts),
+        }
+    )
+    data["defaults"]["max_clock_skew"] = 1.0
+    inventory = inventory_from_dict(data, source="lab.yaml", base_dir=str(tmp_path))
+
+    async def go():
+        col = Collector(inventory, sink=lambda pts: None, pollers=())
+        try:
+            with pytest.raises(PreflightError) as e:
+                await col.prepare()
+        finally:
+            await col.close()
+        return col, e.value
+
+    col, err = asyncio.run(go())
+    # only the node whose sessions run SKEW_S ahead (libfaketime) is refused, with its skew
+    assert set(err.problems) == {"late"}
+    assert "max_clock_skew 1.0 s" in err.problems["late"]
+    assert col.status["late"].skew == pytest.approx(SKEW_S, abs=0.5)
+    assert abs(col.status[sshd_nodes.instances[0].name].skew) < 0.5

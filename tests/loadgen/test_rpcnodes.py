@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ from loadgen.rpc.controller import Placed, RpcTestSpec, placement
 from loadgen.rpc.nodes import clock_pairs
 from loadgen.rundir import RunDir
 from loadgen.runner import Runner
-from tests.fixtures.sshd import SshdCluster
+from tests.fixtures.sshd import SKEW_S, SshdCluster
 
 CALLS = 50
 PASSWORD_ENV = "WALLY_TEST_RABBIT_PASSWORD"
@@ -162,6 +163,37 @@ def test_node_without_the_agents_python_modules_fails_preflight(
     why = problems["rpc node node1"]
     assert bare in why and "oslo_messaging (ModuleNotFoundError" in why
     assert "hdrh (ModuleNotFoundError" in why and "pip install oslo.messaging hdrhistogram" in why
+
+
+def test_one_way_latency_across_nodes_whose_clocks_differ_is_refused(
+    sshd_nodes: SshdCluster,
+    skewed_sshd: SshdCluster,
+    rabbitmq: LocalBroker,
+    rabbit_password: None,
+    influx: InfluxClient,
+    tmp_path: Path,
+) -> None:
+    campaign = {"name": "k", "test_type": ["rpc-cast"], "clients": [1], "servers": [1], "calls": 5}
+    lab = _lab(sshd_nodes, rabbitmq, campaign, {"python": sys.executable})
+    lab["nodes"][1]["roles"] = ["spare"]
+    off = skewed_sshd.instances[0]
+    lab["nodes"].append(
+        {
+            "uri": off.uri,
+            "name": "late",
+            "roles": ["rpc-server"],
+            "key_file": str(skewed_sshd.key_path),
+            "known_hosts": str(skewed_sshd.known_hosts),
+        }
+    )
+    with pytest.raises(PreflightError) as err:
+        _run(lab, tmp_path, influx)
+    # the receiver's sessions run SKEW_S ahead (libfaketime): every cast would look late
+    why = err.value.problems["rpc clocks node0/late"]
+    ms = re.search(r"differ by ([-+][0-9.]+) ms", why)
+    assert ms is not None, why
+    assert float(ms.group(1)) == pytest.approx(SKEW_S * 1e3, abs=500)
+    assert "max_clock_skew 1 ms" in why
 
 
 # --- pure logic: placement and clock pairs ------------------------------------------------
