@@ -419,7 +419,7 @@ def _marks(node: yaml.Node, path: Path_, out: dict[Path_, int], source: str) -> 
         for key, value in node.value:
             k = str(key.value)
             if k in seen:
-                where = _format_path((*path, k))
+                where = format_path((*path, k))
                 raise InventoryError(
                     f"{source}:{key.start_mark.line + 1}: {where}: duplicate key {k!r}"
                 )
@@ -431,7 +431,8 @@ def _marks(node: yaml.Node, path: Path_, out: dict[Path_, int], source: str) -> 
             _marks(item, (*path, str(i)), out, source)
 
 
-def _format_path(loc: tuple[Any, ...]) -> str:
+def format_path(loc: tuple[Any, ...]) -> str:
+    """A pydantic error location as the user wrote it: `nodes[2].roles`."""
     text = ""
     for part in loc:
         if part == "[key]":
@@ -494,7 +495,7 @@ class Inventory:
     def error(self, loc: tuple[Any, ...], message: str) -> InventoryError:
         line = self.line_of(loc)
         where = f"{self.source}:{line}" if line else self.source
-        return InventoryError(f"{where}: {_format_path(loc)}: {message}")
+        return InventoryError(f"{where}: {format_path(loc)}: {message}")
 
     def section(self, name: str, model: type[_T]) -> _T | None:
         """Validate a top-level section owned by another package, with the same error style."""
@@ -504,7 +505,7 @@ class Inventory:
         try:
             return model.model_validate(raw, context={"base_dir": self._base_dir()})
         except ValidationError as exc:
-            raise _from_validation(
+            raise from_validation(
                 exc, self.source, self._lines, prefix=(name,), model=model
             ) from None
 
@@ -530,13 +531,15 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _from_validation(
+def from_validation(
     exc: ValidationError,
     source: str,
     lines: dict[Path_, int],
     prefix: tuple[Any, ...] = (),
     model: type[BaseModel] = LabConfig,
 ) -> InventoryError:
+    """Every error of a validation as `file:line: key.path: message` lines (plan files
+    reuse it with their section's `prefix` and `model`)."""
     probe = Inventory.__new__(Inventory)
     probe.source, probe._lines = source, lines
     messages = []
@@ -571,7 +574,7 @@ def inventory_from_dict(
             data, context={"base_dir": base_dir, "check_files": check_files}
         )
     except ValidationError as exc:
-        raise _from_validation(exc, source, lines) from None
+        raise from_validation(exc, source, lines) from None
     return Inventory(cfg, source, lines)
 
 

@@ -41,8 +41,8 @@ from collector.inventory import (
     Inventory,
     InventoryError,
     RoleName,
-    _format_path,
-    _from_validation,
+    format_path,
+    from_validation,
     read_yaml,
 )
 
@@ -461,7 +461,7 @@ def _load_profile_file(path: Path, mtime_ns: int) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:
-        raise PlanError(str(_from_validation(exc, str(path), lines, model=Profile))) from None
+        raise PlanError(str(from_validation(exc, str(path), lines, model=Profile))) from None
 
 
 def load_profile(ref: str, base_dir: str = ".") -> Profile:
@@ -652,7 +652,7 @@ def _where_in_file(path: str, lines: dict[tuple[str, ...], int], prefix: tuple[A
         while parts and parts not in lines:
             parts = parts[:-1]
         line = lines.get(parts)
-        return f"{path}{f':{line}' if line else ''}: {_format_path((*prefix, *loc))}: {message}"
+        return f"{path}{f':{line}' if line else ''}: {format_path((*prefix, *loc))}: {message}"
 
     return where
 
@@ -687,7 +687,7 @@ def load_plan(inventory: Inventory) -> tuple[PlanSection, Where, str]:
         section = PlanSection.model_validate(raw, context={"base_dir": str(path.parent)})
     except ValidationError as exc:
         raise PlanError(
-            str(_from_validation(exc, str(path), lines, prefix=prefix, model=PlanSection))
+            str(from_validation(exc, str(path), lines, prefix=prefix, model=PlanSection))
         ) from None
     return section, _where_in_file(str(path), lines, prefix), str(path.parent)
 
