@@ -1,13 +1,15 @@
 """Which resource came closest to saturation in each test, and which saturated first.
 
 The USE method's two numbers per resource and test window: utilisation (the mean level)
-and saturation (the share of samples at or past a threshold), plus the peak. Each is a
-native InfluxDB aggregate grouped by series, answered by the storage engine; resources
-reading the same measurement share statements (and one sample count), so a job costs a
-few aggregate calls per series whatever the window length. A per-series percentile would
-not: InfluxDB 1.x streams every point through its query engine for it, which at 1000
-nodes x 8 disks x 10 minutes costs more than the rest of the job together (measured by
-bench/analysis_scale.py).
+and saturation (the share of samples at or past a threshold). Each is a native InfluxDB
+aggregate grouped by series, answered by the storage engine, and every aggregate call
+reads all the points of its field again: the job makes as few as it can (a mean per
+field, one sample count per measurement, one count past each threshold), each its own
+statement so that they run in parallel. A per-series percentile or peak is left out on
+purpose: at 1000 nodes x 8 disks x 10 minutes a percentile costs more than the rest of
+the job together (InfluxDB 1.x streams every point through its query engine for it),
+and a max adds a full read of each field for a number the saturated share already
+answers (measured by bench/analysis_scale.py).
 - disk util: `io_util` (%, Telegraf's and our sensor's gauge); disk queue:
   `iops_in_progress`, the requests in flight at each sample;
 - cpu: non-idle share (100 - usage_idle) of `cpu-total` per node; cpu core: per core,
@@ -111,22 +113,22 @@ def _window(t: TestWindow) -> tuple[str, dict]:
     return "time >= $s AND time < $e", {"s": t.start_ns, "e": t.end_ns}
 
 
-def level_query(rs: list[Resource], t: TestWindow) -> tuple[str, dict]:
-    """One statement for resources of one measurement: mean and peak of each field per
-    series, and one sample count (the fields of a measurement are written together)."""
+def level_queries(rs: list[Resource], t: TestWindow) -> list[tuple[str, dict]]:
+    """Statements for resources of one measurement: each field's mean per series in its
+    own statement (they run in parallel), the first also counting the samples (the fields
+    of a measurement are written together)."""
     m, keys = rs[0].measurement, rs[0].series
     win, params = _window(t)
-    sel = []
-    for r in rs:
-        f = quote_ident(r.field)
-        for agg in ("mean", "min" if r.invert else "max"):
-            col = f"{agg}_{r.field}"
-            if col not in sel:
-                sel.append(f"{agg}({f}) AS {quote_ident(col)}")
-    sel.append(f"count({quote_ident(rs[0].field)}) AS n")
-    cols = ", ".join(dict.fromkeys(sel))
     group = ", ".join(quote_ident(k) for k in keys)
-    return f"SELECT {cols} FROM {quote_ident(m)} WHERE {win} GROUP BY {group}", params
+    fields = list(dict.fromkeys(r.field for r in rs))
+    out = []
+    for i, name in enumerate(fields):
+        f = quote_ident(name)
+        cols = f"mean({f}) AS {quote_ident('mean_' + name)}" + (
+            f", count({f}) AS n" if i == 0 else ""
+        )
+        out.append((f"SELECT {cols} FROM {quote_ident(m)} WHERE {win} GROUP BY {group}", params))
+    return out
 
 
 def saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict]:
@@ -144,18 +146,28 @@ def saturation_query(r: Resource, thr: float, t: TestWindow) -> tuple[str, dict]
     )
 
 
+def _merge_on(keys: list[str], frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-series results of several statements side by side."""
+    frames = [
+        f.drop(columns=["time", "_measurement"], errors="ignore") for f in frames if not f.empty
+    ]
+    if not frames:
+        return pd.DataFrame()
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.merge(f, on=keys, how="outer")
+    return out
+
+
 def _levels(r: Resource, a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """A resource's rows (mean, max, n, sat) from its level and saturation results."""
+    """A resource's rows (mean, n, sat) from its level and saturation results."""
     a = r.rows(a)
     if a.empty:
         return a
     keys = list(r.series)
-    top = f"{'min' if r.invert else 'max'}_{r.field}"
-    out = a[keys].assign(mean=a[f"mean_{r.field}"], max=a[top], n=a["n"])
-    out = out.dropna(subset=["mean"])
+    out = a[keys].assign(mean=a[f"mean_{r.field}"], n=a["n"]).dropna(subset=["mean"])
     if r.invert:
         out["mean"] = 100.0 - out["mean"]
-        out["max"] = 100.0 - out["max"]
     if b.empty:
         return out.assign(sat=0)
     return out.merge(b[[*keys, "sat"]], on=keys, how="left").fillna({"sat": 0})
@@ -164,8 +176,8 @@ def _levels(r: Resource, a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     """NIC throughput (sent + received) as % of link speed, the window's mean per link.
 
-    From the first and last counter sample per series (native selectors), so the peak and
-    the saturated share are not known for NICs; links of unknown speed are left out.
+    From the first and last counter sample per series (native selectors), so the
+    saturated share is not known for NICs; links of unknown speed are left out.
     """
     m = quote_ident(schema.NET.name)
     tail = f'FROM {m} WHERE time >= $s AND time < $e AND "device" != \'lo\' GROUP BY "node", "role", "device"'
@@ -192,7 +204,7 @@ def _nic_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     span = (f["time_y"] - f["time_x"]) / NS
     bits = ((f["b"] - f["a"]) + (f["rb"] - f["ra"])) * 8 / span.where(span > 0)
     level = bits / (f["speed"] * 1e6) * 100.0
-    return f[keys].assign(mean=level, max=level, n=1, sat=np.nan)
+    return f[keys].assign(mean=level, n=1, sat=np.nan)
 
 
 def _osd_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
@@ -206,9 +218,7 @@ def _osd_levels(client: InfluxClient, t: TestWindow) -> pd.DataFrame:
     if df.empty:
         return df
     level = df["q"] / df["d"].where(df["d"] > 0)
-    return df[["node", "role"]].assign(
-        device="osd." + df["id"], mean=level, max=level, n=1, sat=np.nan
-    )
+    return df[["node", "role"]].assign(device="osd." + df["id"], mean=level, n=1, sat=np.nan)
 
 
 def test_bottlenecks(
@@ -223,8 +233,9 @@ def test_bottlenecks(
     for r in RESOURCES:
         by_measurement.setdefault(r.measurement, []).append(r)
     groups = list(by_measurement.values())
+    plans = [level_queries(rs, t) for rs in groups]
     jobs: list[Callable[[], pd.DataFrame]] = [
-        partial(statement_frame, client, *level_query(rs, t)) for rs in groups
+        partial(statement_frame, client, q, params) for plan in plans for q, params in plan
     ]
     jobs += [
         partial(statement_frame, client, *saturation_query(r, getattr(th, r.threshold), t))
@@ -233,10 +244,15 @@ def test_bottlenecks(
     *got, nic, osd = parallel(
         [*jobs, partial(_nic_levels, client, t), partial(_osd_levels, client, t)]
     )
-    level = {r.name: got[i] for i, rs in enumerate(groups) for r in rs}
+    results = iter(got)
+    level: dict[str, pd.DataFrame] = {}
+    for rs, plan in zip(groups, plans, strict=True):
+        merged = _merge_on(list(rs[0].series), [next(results) for _ in plan])
+        level.update({r.name: merged for r in rs})
+    sat = list(results)
     frames = []
     for i, r in enumerate(RESOURCES):
-        df = _levels(r, level[r.name], got[len(groups) + i])
+        df = _levels(r, level[r.name], sat[i])
         if df.empty:
             continue
         if r.name == "cpu core":  # the hottest core per node
@@ -253,7 +269,7 @@ def test_bottlenecks(
     out["closeness"] = out["mean"] / out["threshold"]
     out["saturated_share"] = out["sat"] / out["n"]
     out.insert(0, "test", t.test)
-    cols = ["test", "resource", "node", "role", "device", "mean", "max", "unit", "threshold"]
+    cols = ["test", "resource", "node", "role", "device", "mean", "unit", "threshold"]
     cols += ["closeness", "saturated_share"]
     # a level known only as a window mean (NIC, OSD queue) counts as saturated all the
     # window when that mean is past the threshold

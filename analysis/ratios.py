@@ -506,8 +506,8 @@ def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[list[str], dict
     that grows with series x aggregate calls, so each field is read by as few calls as
     possible. Counters: the first and last sample of the first field (a statement with
     one selector returns that point's time; the fields of a series share their times),
-    the first sample of the other fields, and the last sample of every field per chunk
-    (the last chunk's is the window's last). Gauges and client data: the mean per series
+    the first sample of the other fields, and the last sample of each field per chunk
+    (the last chunk's is the window's last), a statement per field. Gauges and client data: the mean per series
     and chunk.
     """
     params = dict(src.params)
@@ -528,7 +528,10 @@ def queries_for(src: Source, ch: Chunks, t: TestWindow) -> tuple[list[str], dict
         statements = [f"SELECT {sel(fn, range(1))} {tail}" for fn in ("first", "last")]
         if n > 1:
             statements.append(f"SELECT {sel('first', range(1, n))} {tail}")
-        statements.append(f"SELECT {sel('last', range(n))} {tail}, {ch.group_by()}")
+        # the chunk ends read every point: one statement per field, so they run in parallel
+        statements += [
+            f"SELECT {sel('last', range(i, i + 1))} {tail}, {ch.group_by()}" for i in range(n)
+        ]
     else:
         statements = [f"SELECT {sel('mean', range(n))} {tail}, {ch.group_by()}"]
     return statements, params
@@ -552,14 +555,21 @@ def _counter_table(frames: list[pd.DataFrame], src: Source, ch: Chunks) -> _Coun
     f = f.merge(last_t[[*keys, "time"]].rename(columns={"time": "time_b"}), on=keys)
     if len(names) > 1:
         f = f.merge(rest[0][[*keys, *names[1:]]], on=keys, how="left")
-    pc = rest[-1].copy()
+    ends = rest[-len(names) :]  # the chunk-end statements, one per field
+    pc = ends[0][[*keys, "time", names[0]]]
+    for name, other in zip(names[1:], ends[1:], strict=True):
+        if not other.empty:
+            pc = pc.merge(other[[*keys, "time", name]], on=[*keys, "time"], how="outer")
+    pc = pc.copy()
     pc["chunk"] = ch.index(pc["time"])
     pc = pc[(pc["chunk"] >= 0) & (pc["chunk"] < ch.k)]
     f = f.set_index(keys)
     table = pc.pivot_table(index=keys, columns="chunk", values=names, aggfunc="last")
     present = set(table.columns.get_level_values(0))
-    ends = {n: table[n].reindex(index=f.index, columns=range(ch.k)) for n in names if n in present}
-    return _Counters(f, ends)
+    by_field = {
+        n: table[n].reindex(index=f.index, columns=range(ch.k)) for n in names if n in present
+    }
+    return _Counters(f, by_field)
 
 
 def _counter_chunks(

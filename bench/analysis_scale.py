@@ -14,7 +14,7 @@ Jobs timed per scale (100, 300, 1000 nodes, one database each, written in the ru
   aggregates per series over tag-filtered series) and `test_bottlenecks`;
 - baseline: pull every diskio/cpu/fio series of the window, match each series' role
   tag with a regex client-side and compute the same numbers in pandas: the ratios and
-  the bottleneck rows (mean, max, saturated share of disk util and queue, CPU per node
+  the bottleneck rows (mean and saturated share of disk util and queue, CPU per node
   and hottest core). Both outputs are compared (ratios within 2 %, every bottleneck
   row's levels) before a time counts.
 Ours runs before and after the baseline (fresh data is still being compacted), the best
@@ -151,14 +151,14 @@ def ours(client: InfluxClient) -> dict:
 
 
 def _levels(df: pd.DataFrame, keys: list[str], col: str, thr: float, invert: bool) -> pd.DataFrame:
-    """Mean, max, samples and samples past the threshold of each series."""
+    """Mean, samples and samples past the threshold of each series."""
     df = df.dropna(subset=[col])
     g = df.groupby(keys)[col]
     if invert:  # busy % from idle %
-        out = pd.DataFrame({"mean": 100 - g.mean(), "max": 100 - g.min(), "n": g.size()})
+        out = pd.DataFrame({"mean": 100 - g.mean(), "n": g.size()})
         out["sat"] = (df[col] <= 100 - thr).groupby([df[k] for k in keys]).sum()
     else:
-        out = pd.DataFrame({"mean": g.mean(), "max": g.max(), "n": g.size()})
+        out = pd.DataFrame({"mean": g.mean(), "n": g.size()})
         out["sat"] = (df[col] >= thr).groupby([df[k] for k in keys]).sum()
     return out.reset_index()
 
@@ -218,9 +218,8 @@ def same(n: int, a: dict, b: dict) -> None:
     m = a["table"].merge(b["table"], on=keys, how="outer", suffixes=("", "_b"), indicator=True)
     if (m["_merge"] != "both").any() or len(m) != len(a["table"]):
         raise SystemExit(f"{n} nodes: the bottleneck tables list different resources")
-    for c in ("mean", "max"):
-        if not np.allclose(m[c], m[f"{c}_b"], rtol=1e-6):
-            raise SystemExit(f"{n} nodes: bottleneck {c} differs")
+    if not np.allclose(m["mean"], m["mean_b"], rtol=1e-6):
+        raise SystemExit(f"{n} nodes: bottleneck mean differs")
     if not np.allclose(m["saturated_share"], m["sat"] / m["n"], rtol=1e-6):
         raise SystemExit(f"{n} nodes: bottleneck saturated share differs")
 
