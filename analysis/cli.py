@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -415,7 +416,7 @@ def _duration(option: str):
 def schedule_cmd(
     every: float, window: float, out_dir: Path, once: bool, ticks: int | None, config_path, db
 ) -> None:
-    """Write a report of recent activity on every tick until Ctrl+C.
+    """Write a report of recent activity on every tick until Ctrl+C (or SIGTERM).
 
     Each tick reports the runs with tests in the last --window (or the cluster's load
     when nothing ran). Ticks never overlap: a tick that finds another one still writing
@@ -432,6 +433,8 @@ def schedule_cmd(
     def log(text: str) -> None:
         click.echo(f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} {text}", err=True)
 
+    # a service manager stops the loop with SIGTERM: the same clean stop as Ctrl+C
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if once:
             schedule.run_once(client, out_dir, window, section, log)

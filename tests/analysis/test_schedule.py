@@ -69,20 +69,23 @@ def test_quiet_window_reports_the_cluster(influx, tmp_path):
     assert "No tests in this span" in text and "Wally cluster load" in text
 
 
-def test_ctrl_c_stops_the_loop(short_runs, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_the_loop(short_runs, tmp_path, sig):
     out = tmp_path / "reports"
     proc = subprocess.Popen(
         _cmd(short_runs, "--every", "1h", "--window", "1m", "--out", str(out)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a test run in the background would hand SIGINT down ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
         while not _ticks(out) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _ticks(out), "the first tick did not finish"
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         _, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
