@@ -8,6 +8,10 @@ replays the spool oldest first once the server answers again. Points carry expli
 timestamps, so a batch that reached the server before a timeout and is replayed later
 overwrites itself: each point is stored exactly once.
 
+What is buffered also goes out every `flush_interval` seconds (1 s by
+default, like Telegraf's flush_interval), so dashboards follow a run live even when the
+points come slowly.
+
 A 4xx (bad point, field type conflict) is never retried: the offending line is reported,
 the batch is kept under `spool/rejected/`, and `flush()`/`close()` raise.
 """
@@ -40,6 +44,7 @@ from collector.lineproto import Point, encode_frame, encode_point
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_LINES = 5000
+DEFAULT_FLUSH_INTERVAL = 1.0
 
 
 class WriteError(InfluxError):
@@ -117,6 +122,7 @@ class InfluxWriter:
         retry_wait: float = 0.2,
         replay_interval: float = 1.0,
         validate: bool = True,
+        flush_interval: float | None = DEFAULT_FLUSH_INTERVAL,
     ) -> None:
         self.client = client
         self.batch_lines = batch_lines
@@ -149,6 +155,21 @@ class InfluxWriter:
         ]
         for t in self._senders:
             t.start()
+        self._stop_timer = threading.Event()
+        self._timer: threading.Thread | None = None
+        if flush_interval:
+            self._timer = threading.Thread(
+                target=self._timer_loop, args=(flush_interval,), name="influx-flush", daemon=True
+            )
+            self._timer.start()
+
+    def _timer_loop(self, interval: float) -> None:
+        """Hand the buffer to the senders every `interval` s (without waiting for them)."""
+        while not self._stop_timer.wait(interval):
+            with self._buffer_lock:
+                if self._buffer and not self._closed:
+                    batch, self._buffer = self._buffer, []
+                    self._submit(batch)
 
     # --- producer side -------------------------------------------------------------------
 
@@ -205,6 +226,9 @@ class InfluxWriter:
 
     def close(self, replay_timeout: float = 0.0) -> None:
         """Flush, stop the senders; wait up to `replay_timeout` s for the spool to drain."""
+        self._stop_timer.set()
+        if self._timer is not None:
+            self._timer.join()
         try:
             self.flush()
         finally:

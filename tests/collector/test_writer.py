@@ -1,5 +1,7 @@
 """The writer against a real influxd: batching, outage with spool replay, rejections."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +27,10 @@ def test_batches_and_frames_arrive(influx, tmp_path):
         },
         index=pd.Index(np.arange(n, dtype="int64") * 1000),
     )
-    with InfluxWriter(influx, batch_lines=1000, spool_dir=tmp_path / "spool") as w:
+    # no timed flush: the batch count below is exact
+    with InfluxWriter(
+        influx, batch_lines=1000, spool_dir=tmp_path / "spool", flush_interval=None
+    ) as w:
         w.write_frame(df, "mem", tag_columns=["node"], const_tags={"role": "testnode"})
         w.write([Point("mem", {"node": "x"}, {"used": 1}, 5)])
     assert w.stats.points == n + 1
@@ -37,6 +42,17 @@ def test_batches_and_frames_arrive(influx, tmp_path):
     back = back.sort_values("time")
     assert back["used"].tolist() == list(range(n))
     np.testing.assert_array_equal(back["used_percent"].to_numpy(), np.arange(n) / 7)
+
+
+def test_slow_points_reach_the_server_without_a_flush(influx):
+    with InfluxWriter(influx, flush_interval=0.2) as w:
+        w.write([Point("mem", {"node": "slow"}, {"used": i}, i) for i in range(3)])
+        deadline = time.monotonic() + 30
+        while _count(influx, "mem") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # far fewer lines than a batch, yet delivered while the writer is still open
+        assert _count(influx, "mem") == 3
+        assert w.stats.batches_sent == 1
 
 
 def test_outage_loses_nothing_and_duplicates_nothing(tmp_path):
