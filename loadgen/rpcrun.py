@@ -62,9 +62,8 @@ LIVE_FLUSH_S = 1.0
 def agent_node(inventory: Inventory | None, name: str) -> Node:
     """The inventory's node `name`; `local` (agents of a side without nodes) is this machine
     even when the inventory has no node of that name."""
-    if inventory is not None and any(n.name == name for n in inventory):
-        return inventory.node(name)
-    if name == LOCAL:
+    known = inventory is not None and any(n.name == name for n in inventory)
+    if name == LOCAL and not known:
         return Node(LOCAL, ())
     if inventory is None:
         raise KeyError(f"no node named {name!r}")
