@@ -11,6 +11,9 @@ from pathlib import Path
 
 import click
 
+# the working tree's code, whatever an editable install elsewhere points at
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from analysis.cli import main as analysis_main
 from collector.cli import main as collector_main
 from collector.schemadoc import markdown as schema_markdown
