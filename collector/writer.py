@@ -166,10 +166,14 @@ class InfluxWriter:
     def _timer_loop(self, interval: float) -> None:
         """Hand the buffer to the senders every `interval` s (without waiting for them)."""
         while not self._stop_timer.wait(interval):
-            with self._buffer_lock:
-                if self._buffer and not self._closed:
-                    batch, self._buffer = self._buffer, []
-                    self._submit(batch)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Queue what is buffered as one batch (close() stops the timer before it closes)."""
+        with self._buffer_lock:
+            if self._buffer:
+                batch, self._buffer = self._buffer, []
+                self._submit(batch)
 
     # --- producer side -------------------------------------------------------------------
 
@@ -217,10 +221,7 @@ class InfluxWriter:
 
     def flush(self) -> None:
         """Send what is buffered, wait for every batch to be delivered or spooled."""
-        with self._buffer_lock:
-            if self._buffer:
-                batch, self._buffer = self._buffer, []
-                self._submit(batch)
+        self._hand_over()
         self._queue.join()
         self._raise_problems()
 
