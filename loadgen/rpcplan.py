@@ -234,7 +234,7 @@ class Campaign(_Strict):
     rate: _axis(float) | None = Field(None, description="open loop: msg/s per client")
     pause: float = Field(0.0, ge=0, description="closed loop: seconds after each message")
     timeout: float = Field(10.0, gt=0)
-    executor: Literal["threading"] = "threading"
+    executor: Literal["threading", "eventlet"] = "threading"
     retry: int | None = Field(None, ge=0)
     sweep: Literal["product", "incremental"] | None = None
     filters: list[str] | None = None

@@ -4,8 +4,7 @@ Run as `python -m loadgen.rpc.agent --controller HOST:PORT --name NAME` (on a re
 the same code arrives as source with the command: `loadgen.rpc.nodes`). The agent
 connects to the controller over a plain TCP line-JSON channel (not over the bus under
 test, so a broker outage cannot cut the coordination), receives its configuration,
-connects to the broker through oslo.messaging with the threading executor, reports
-ready, waits for the synchronised start, sends per-second interval stats, and reports
+connects to the broker through oslo.messaging with the test's executor, reports ready, waits for the synchronised start, sends per-second interval stats, and reports
 its final stats. It exits when told to, or when the controller goes silent or away:
 agents never outlive their controller, and an idle agent only wakes once per heartbeat.
 """
@@ -29,6 +28,9 @@ from loadgen.rpc.stats import PERCENTILES, LatencyStats, percentile_field
 log = logging.getLogger("loadgen.rpc.agent")
 
 ROLES = ("rpc-server", "rpc-client", "listener", "notifier")
+# oslo.messaging's executors. `eventlet` is how most OpenStack services run it: the whole
+# process monkey-patched at start (so the agent gets `--executor` on its command line).
+EXECUTORS = ("threading", "eventlet")
 SERVER_ROLES = ("rpc-server", "listener")
 # How long a client waits for late timestamps after being told to stop.
 GRACE_EXIT_S = 10.0
@@ -119,6 +121,28 @@ def interval_fields(stats: LatencyStats, seconds: float) -> dict[str, Any]:
 # --- oslo.messaging plumbing ---------------------------------------------------------------
 
 
+def _green() -> bool:
+    """Whether eventlet has monkey-patched this process (its executor needs that)."""
+    eventlet = sys.modules.get("eventlet")
+    return eventlet is not None and eventlet.patcher.is_monkey_patched("thread")
+
+
+def green_process(name: str) -> bool:
+    """Monkey-patch the process for the eventlet executor, before any socket or thread
+    exists; False (said on stderr, the agent's log) when eventlet is missing."""
+    try:
+        import eventlet
+    except ImportError as exc:
+        print(
+            f"agent {name}: executor eventlet needs the eventlet module ({exc}): "
+            "pip install eventlet",
+            file=sys.stderr,
+        )
+        return False
+    eventlet.monkey_patch()
+    return True
+
+
 def _oslo():
     import oslo_messaging
     from oslo_config import cfg
@@ -169,11 +193,11 @@ class Agent:
         self.role: str = config["role"]
         if self.role not in ROLES:
             raise ValueError(f"agent role {self.role!r}: expected one of {', '.join(ROLES)}")
-        if config.get("executor", "threading") != "threading":
-            raise ValueError(
-                f"executor {config['executor']!r}: only 'threading' is supported (eventlet "
-                "busy-polls and needs monkey patching)"
-            )
+        self.executor: str = config.get("executor", "threading")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor {self.executor!r}: expected one of {', '.join(EXECUTORS)}")
+        if self.executor == "eventlet" and not _green():
+            raise ValueError("executor 'eventlet': start the agent with --executor eventlet")
         self.recorder = Recorder()
         if config.get("record_raw"):
             self.recorder.raw = []
@@ -189,7 +213,7 @@ class Agent:
             self.transport = make_transport(c["url"])
             target = om.Target(topic=topic, server=self.name)
             self.server = om.get_rpc_server(
-                self.transport, target, [ServerEndpoint(self.recorder)], executor="threading"
+                self.transport, target, [ServerEndpoint(self.recorder)], executor=self.executor
             )
             self.server.start()
         elif self.role == "listener":
@@ -198,7 +222,7 @@ class Agent:
                 self.transport,
                 [om.Target(topic=topic)],
                 [ListenerEndpoint(self.recorder)],
-                executor="threading",
+                executor=self.executor,
             )
             self.server.start()
         elif self.role == "rpc-client":
@@ -277,7 +301,13 @@ class Agent:
 def serve(channel: Channel, name: str, heartbeat: float, silence_timeout: float) -> int:
     """The agent's life: config, setup, ready, start, run, report, exit."""
     channel.sock.settimeout(silence_timeout)
-    channel.send(type="hello", name=name, pid=os.getpid(), node=socket.gethostname())
+    channel.send(
+        type="hello",
+        name=name,
+        pid=os.getpid(),
+        node=socket.gethostname(),
+        green=_green(),
+    )
     msg = channel.recv()
     if msg is None or msg.get("type") != "config":
         return 3
@@ -375,7 +405,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the run's work dir on this node: only named on the command line, so that "
         "`loadgen cleanup` tells this run's agents from a process that reused the PID",
     )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="threading",
+        help="oslo.messaging executor; eventlet monkey-patches the process first",
+    )
     args = p.parse_args(argv)
+    if args.executor == "eventlet" and not green_process(args.name):
+        return 3
     logging.basicConfig(
         level=logging.WARNING, format=f"%(asctime)s {args.name} %(levelname)s %(name)s: %(message)s"
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from collector.lineproto import Point
-from loadgen.rpc.agent import Channel
+from loadgen.rpc.agent import EXECUTORS, Channel
 from loadgen.rpc.broker import check_url
 from loadgen.rpc.stats import LatencyStats
 
@@ -86,8 +86,8 @@ class RpcTestSpec:
             raise bad("length", "bytes >= 0")
         if self.timeout <= 0:
             raise bad("timeout", "seconds > 0")
-        if self.executor != "threading":
-            raise bad("executor", "'threading' (eventlet busy-polls and needs monkey patching)")
+        if self.executor not in EXECUTORS:
+            raise bad("executor", "one of " + ", ".join(EXECUTORS))
 
     @property
     def sender_role(self) -> str:
@@ -108,6 +108,7 @@ class AgentState:
     node: str = ""
     pid: int | None = None
     ready: bool = False
+    green: bool = False  # the process is eventlet monkey-patched (the eventlet executor)
     stats: LatencyStats | None = None
     raw: list[float] | None = None
     received: int = 0
@@ -266,6 +267,7 @@ class Controller:
         on the agent's loopback (a forwarded port), by default its own."""
         args = ["--controller", f"{self.address[0]}:{port or self.address[1]}", "--name", name]
         args += ["--heartbeat", str(self.heartbeat), "--silence-timeout", str(self.silence_timeout)]
+        args += ["--executor", self.spec.executor]
         return args + (["--tag", tag] if tag else [])
 
     def ensure_logdir(self) -> Path:
@@ -302,6 +304,7 @@ class Controller:
         if kind == "hello":
             a.channel, a.pid = msg["_channel"], msg.get("pid")
             a.node = a.node or msg.get("node", "")
+            a.green = bool(msg.get("green"))
             a.channel.send(type="config", config=a.config)
         elif kind == "ready":
             a.ready = True

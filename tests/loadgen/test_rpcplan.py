@@ -66,6 +66,12 @@ def test_product_sweep_with_filter_and_open_loop(tmp_path):
     assert its[0].params()["broker"] == "rabbit://wally@127.0.0.1:5672/"
 
 
+def test_executor_reaches_the_agents_spec(tmp_path):
+    its = _compile(tmp_path, [{"clients": 1, "servers": 1, "executor": "eventlet"}])
+    assert its[0].spec("rabbit://127.0.0.1:5672/", "run1").executor == "eventlet"
+    assert its[0].params()["executor"] == "eventlet"
+
+
 def test_broker_password_from_env(tmp_path, monkeypatch):
     it = _compile(tmp_path, [{"clients": 1, "servers": 1}])[0]
     monkeypatch.setenv("WALLY_PW", "p@ss/word")
@@ -102,7 +108,7 @@ def test_rpc_and_fio_in_one_plan(tmp_path):
         ({"clients": 1, "servers": 1, "calls": 10, "duration": 5}, "calls (per client) or"),
         ({"servers": 1}, "expected clients"),
         ({"template": "tc9"}, "'tc1', 'tc2', 'tc3' or 'tc4'"),
-        ({"clients": 1, "servers": 1, "executor": "eventlet"}, "executor"),
+        ({"clients": 1, "servers": 1, "executor": "gevent"}, "executor"),
     ],
 )
 def test_bad_campaigns_name_file_line_and_key(tmp_path, campaign, message):

@@ -43,11 +43,17 @@ def _hist_of(raw: list[float]) -> LatencyStats:
 
 
 @pytest.mark.parametrize(
-    ("test_type", "servers", "queue_suffix"),
-    [("rpc-call", 2, ""), ("rpc-cast", 2, ""), ("rpc-fanout", 2, "fanout"), ("notify", 2, ".info")],
+    ("test_type", "servers", "queue_suffix", "executor"),
+    [
+        ("rpc-call", 2, "", "threading"),
+        ("rpc-cast", 2, "", "threading"),
+        ("rpc-fanout", 2, "fanout", "threading"),
+        ("notify", 2, ".info", "threading"),
+        ("rpc-call", 2, "", "eventlet"),
+    ],
 )
 def test_each_type_counts_match_broker(
-    counting_rabbitmq: LocalBroker, test_type: str, servers: int, queue_suffix: str
+    counting_rabbitmq: LocalBroker, test_type: str, servers: int, queue_suffix: str, executor: str
 ) -> None:
     rabbitmq = counting_rabbitmq
     points: list[Point] = []
@@ -57,6 +63,7 @@ def test_each_type_counts_match_broker(
         clients=3,
         servers=servers,
         calls=150,
+        executor=executor,
         record_raw=True,
     )
     before = _overview_counts(rabbitmq)
@@ -64,6 +71,7 @@ def test_each_type_counts_match_broker(
     ctl.spawn_local()
     result = ctl.run()
     assert result.missing == {}
+    assert {a.green for a in ctl.agents.values()} == {executor == "eventlet"}
     clients, servers_ = result.merged("client"), result.merged("server")
     assert clients.msgs_ok == 3 * 150 and clients.msgs_fail == 0
     fanout = servers if test_type == "rpc-fanout" else 1
@@ -181,8 +189,13 @@ def test_killed_agent_is_reported_missing_and_others_finish(rabbitmq: LocalBroke
     assert all(p.poll() is not None for p in ctl.procs.values())
 
 
-def test_idle_agents_use_no_cpu_and_exit_when_controller_vanishes(rabbitmq: LocalBroker) -> None:
-    spec = RpcTestSpec(url=rabbitmq.url, test_type="rpc-call", clients=1, servers=1, calls=10)
+@pytest.mark.parametrize("executor", ["threading", "eventlet"])
+def test_idle_agents_use_no_cpu_and_exit_when_controller_vanishes(
+    rabbitmq: LocalBroker, executor: str
+) -> None:
+    spec = RpcTestSpec(
+        url=rabbitmq.url, test_type="rpc-call", clients=1, servers=1, calls=10, executor=executor
+    )
     ctl = Controller(spec, silence_timeout=3.0)
     ctl.spawn_local()
     try:
