@@ -37,6 +37,7 @@ from typing import Any
 from rich.table import Table
 
 from collector import schema
+from collector.influx import InfluxError
 from collector.inventory import LOCAL, Inventory, Node
 from collector.lineproto import Point
 from collector.ombt import distribution_points
@@ -113,7 +114,7 @@ class RpcExecutor:
         for safe, broker in brokers.items():
             try:
                 await asyncio.to_thread(check_url, broker.resolved_url())
-            except (BrokerError, ValueError) as e:
+            except (BrokerError, InfluxError, ValueError) as e:  # InfluxError: password unset
                 problems[f"rpc broker {safe}"] = str(e)
         pythons = {n: it.agents.python_on(n) for it in its for n in self._nodes_of(it)}
         bad = await self._connect(pythons)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from loadgen.rpc.broker import LocalBroker
+from loadgen.rpc.broker import LocalBroker, free_port
 from tests.fixtures.rabbitmq import management_get, wait_for
 
 CALLS = 40
@@ -238,3 +239,53 @@ def _alive(pid: int, tag: str) -> bool:
         return tag in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
+
+
+@pytest.mark.parametrize(
+    ("broker", "password", "expected"),
+    [
+        ("dead", "guest", r"does not answer"),
+        ("live", "wrong", r"login refused \(wrong user or password\?\)"),
+        ("live", None, r"rpc\.broker password: environment variable WALLY_TEST_RABBIT_PASSWORD"),
+    ],
+    ids=["no-answer", "wrong-password", "password-unset"],
+)
+def test_bad_broker_fails_pre_flight_before_anything_runs(
+    rabbitmq: LocalBroker,
+    influx,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    broker: str,
+    password: str | None,
+    expected: str,
+) -> None:
+    settings = _broker(rabbitmq)
+    if broker == "dead":
+        settings["url"] = f"rabbit://127.0.0.1:{free_port()}/"
+    lab = {
+        "nodes": [{"uri": "local", "name": "loadgen", "roles": ["loadgen"]}],
+        "rpc": {
+            "broker": settings,
+            "campaigns": [{"name": "b", "clients": [1], "servers": [1], "calls": CALLS}],
+        },
+    }
+    plan = tmp_path / "lab.yaml"
+    plan.write_text(yaml.safe_dump(lab, sort_keys=False))
+    runs = tmp_path / "runs"
+    env = {"WALLY_TEST_RABBIT_PASSWORD": password} if password is not None else {}
+    monkeypatch.delenv("WALLY_TEST_RABBIT_PASSWORD", raising=False)
+    cmd = [sys.executable, "-m", "loadgen", "run", str(plan), "--runs-dir", str(runs)]
+    r = _cli(cmd, influx, tmp_path, **env)
+    assert r.returncode == 1, r.stderr[-3000:]
+    err = " ".join(r.stderr.split())  # the console wraps long lines
+    assert "pre-flight failed, nothing was started" in err
+    safe_url = settings["url"].replace("rabbit://", f"rabbit://{rabbitmq.user}@")
+    assert re.search(rf"rpc broker {re.escape(safe_url)}: .*{expected}", err), err
+    assert "Traceback" not in r.stderr
+    # nothing half-run: no iteration started, no agent recorded or logged, no RPC points
+    (run_dir,) = runs.iterdir()
+    state = _state(run_dir)
+    assert [it["status"] for it in state["iterations"].values()] == ["pending"]
+    assert all(not n.get("pids") for n in state["nodes"].values())
+    assert not (run_dir / "iterations").exists()
+    assert _ticks(influx, run_dir.name) == 0
