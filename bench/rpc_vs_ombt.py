@@ -4,7 +4,10 @@ One private RabbitMQ, the same topology for both (2 clients, 1 server, 2000 call
 client, 1 KiB payload, closed loop without pause), run one after the other. Client CPU
 is measured with psutil over the test window only. A raw AMQP request/reply baseline
 (pika, the thinnest client) shows how much of the bus's capacity the oslo.messaging
-path leaves unused. Run: `python bench/rpc_vs_ombt.py` (needs `pip install ombt pika`).
+path leaves unused, and a bare oslo.messaging call loop (no agents, no statistics, same
+topology) what any tool built on that layer can reach on this machine: the ceiling both
+ombt and our agents work under. Run: `python bench/rpc_vs_ombt.py` (needs `pip install
+ombt pika`).
 """
 
 from __future__ import annotations
@@ -128,7 +131,79 @@ def run_ours(broker: LocalBroker) -> tuple[float, float, dict[str, float]]:
     return merged.rate(), cpu / merged.count, pct
 
 
-def _amqp_server(url: tuple[str, int], queue: str, ready) -> None:
+class _Echo:
+    def call(self, ctxt: dict, payload: str) -> bool:
+        return True
+
+
+def _oslo_server(url: str, topic: str, ready, stop) -> None:
+    import oslo_messaging as om
+
+    from loadgen.rpc.agent import make_transport
+
+    transport = make_transport(url)
+    server = om.get_rpc_server(
+        transport, om.Target(topic=topic, server="s0"), [_Echo()], executor="threading"
+    )
+    server.start()
+    ready.set()
+    stop.wait()
+    server.stop()
+    server.wait()
+    transport.cleanup()
+
+
+def _oslo_client(url: str, topic: str, start, out) -> None:
+    import oslo_messaging as om
+
+    from loadgen.rpc.agent import make_transport
+
+    transport = make_transport(url)
+    client = om.get_rpc_client(transport, om.Target(topic=topic)).prepare(timeout=30)
+    payload = "x" * LENGTH
+    client.call({}, "call", payload=payload)  # connects and declares the reply queue
+    start.wait()
+    t0 = time.time()
+    for _ in range(CALLS):
+        client.call({}, "call", payload=payload)
+    out.put((t0, time.time(), CALLS))
+    transport.cleanup()
+
+
+def run_bare_oslo(broker: LocalBroker) -> float:
+    """msg/s of a bare oslo.messaging call loop, same topology: the layer's own ceiling."""
+    topic = f"bare-{uuid.uuid4().hex[:6]}"
+    ctx = mp.get_context("spawn")
+    ready, stop, start, out = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
+    server = ctx.Process(target=_oslo_server, args=(broker.url, topic, ready, stop))
+    server.start()
+    ready.wait(60)
+    clients = [
+        ctx.Process(target=_oslo_client, args=(broker.url, topic, start, out))
+        for _ in range(CLIENTS)
+    ]
+    return _timed(clients, start, out, stop, server)
+
+
+def _timed(clients: list, start, out, stop, server) -> float:
+    """Start the clients together; aggregate msg/s from their (t0, t1, count) reports."""
+    for c in clients:
+        c.start()
+    time.sleep(2.0)
+    start.set()
+    results = [out.get(timeout=300) for _ in clients]
+    for c in clients:
+        c.join(30)
+    stop.set()
+    server.join(30)
+    if server.is_alive():
+        server.kill()
+        server.join()
+    total = sum(n for _, _, n in results)
+    return total / (max(t1 for _, t1, _ in results) - min(t0 for t0, _, _ in results))
+
+
+def _amqp_server(url: tuple[str, int], queue: str, ready, stop) -> None:
     import pika
 
     conn = pika.BlockingConnection(pika.ConnectionParameters(*url))
@@ -143,7 +218,9 @@ def _amqp_server(url: tuple[str, int], queue: str, ready) -> None:
 
     ch.basic_consume(queue, reply)
     ready.set()
-    ch.start_consuming()
+    while not stop.is_set():
+        conn.process_data_events(time_limit=0.2)
+    conn.close()
 
 
 def _amqp_client(url: tuple[str, int], queue: str, start, out) -> None:
@@ -170,24 +247,14 @@ def run_raw_amqp(broker: LocalBroker) -> float:
     url = ("127.0.0.1", broker.amqp_port)
     queue = f"raw-{uuid.uuid4().hex[:6]}"
     ctx = mp.get_context("spawn")
-    ready, start, out = ctx.Event(), ctx.Event(), ctx.Queue()
-    server = ctx.Process(target=_amqp_server, args=(url, queue, ready), daemon=True)
+    ready, stop, start, out = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
+    server = ctx.Process(target=_amqp_server, args=(url, queue, ready, stop))
     server.start()
     ready.wait(30)
     clients = [
         ctx.Process(target=_amqp_client, args=(url, queue, start, out)) for _ in range(CLIENTS)
     ]
-    for c in clients:
-        c.start()
-    time.sleep(1.0)
-    start.set()
-    results = [out.get(timeout=300) for _ in clients]
-    for c in clients:
-        c.join(30)
-    server.kill()
-    server.join()
-    total = sum(n for _, _, n in results)
-    return total / (max(t1 for _, t1, _ in results) - min(t0 for t0, _, _ in results))
+    return _timed(clients, start, out, stop, server)
 
 
 def main() -> None:
@@ -197,6 +264,7 @@ def main() -> None:
     try:
         ombt_rate, ombt_cpu = run_ombt(broker, work)
         our_rate, our_cpu, pct = run_ours(broker)
+        bare_rate = run_bare_oslo(broker)
         raw_rate = run_raw_amqp(broker)
     finally:
         broker.stop()
@@ -207,6 +275,13 @@ def main() -> None:
     print(f"ombt:  {ombt_rate:8.1f} msg/s  client CPU {ombt_cpu * 1e3:.3f} ms/msg")
     print(f"ours:  {our_rate:8.1f} msg/s  client CPU {our_cpu * 1e3:.3f} ms/msg")
     print("ours latency (HDR, ms): " + "  ".join(f"{k}={v:.3f}" for k, v in pct.items()))
+    print(
+        f"bare oslo.messaging call loop: {bare_rate:8.1f} msg/s (ours / bare {our_rate / bare_rate:.3f})"
+    )
+    print(
+        f"2x ombt = {2 * ombt_rate:.0f} msg/s is {2 * ombt_rate / bare_rate:.2f}x what "
+        "oslo.messaging alone reaches here"
+    )
     print(f"raw AMQP (pika, direct reply-to): {raw_rate:8.1f} msg/s")
     print(f"amqp_ratio={our_rate / raw_rate:.3f} (ours / raw AMQP msg/s)")
     print(f"ratio={our_rate / ombt_rate:.3f} target=>=2")

@@ -42,7 +42,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -51,7 +51,7 @@ from rich import box
 from rich.table import Table
 
 from collector.influx import read_secret
-from collector.inventory import Inventory, _resolve_path
+from collector.inventory import LOCAL, Inventory, Node, _resolve_path
 from loadgen.plan import (
     Name,
     PlanError,
@@ -616,6 +616,28 @@ def rpc_table(iterations: list[RpcIteration], total_s: float | None = None) -> T
     return table
 
 
+def watched_nodes(inventory: Inventory, plan: list[Any]) -> list[Node]:
+    """The nodes the collector watches during a run. Agents of a side without nodes run on
+    this machine, which no `rpc-*` role marks: its inventory node (a `local` one added when
+    the lab has none) also gets those roles, so procstat follows the agents there too."""
+    here = {
+        role
+        for it in plan
+        if isinstance(it, RpcIteration)
+        for role, nodes in ((CLIENT_ROLE, it.client_nodes), (SERVER_ROLE, it.server_nodes))
+        if not nodes
+    }
+    nodes = list(inventory)
+    if not here:
+        return nodes
+    if not any(n.is_local for n in nodes):
+        return [*nodes, Node(LOCAL, tuple(sorted(here)))]
+    return [
+        replace(n, roles=(*n.roles, *sorted(here - set(n.roles)))) if n.is_local else n
+        for n in nodes
+    ]
+
+
 __all__ = [
     "AgentSettings",
     "BrokerSettings",
@@ -625,4 +647,5 @@ __all__ = [
     "compile_rpc",
     "parse_filter",
     "rpc_table",
+    "watched_nodes",
 ]

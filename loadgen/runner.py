@@ -36,7 +36,7 @@ from loadgen import fionode, rbd
 from loadgen.jobfile import render, target_options
 from loadgen.plan import CompiledPlan, Iteration, Target, format_size
 from loadgen.results import IterationTotals, ingest_iteration
-from loadgen.rpcplan import RpcIteration
+from loadgen.rpcplan import RpcIteration, watched_nodes
 from loadgen.rpcrun import RpcExecutor
 from loadgen.rundir import DONE, FAILED, INTERRUPTED, PENDING, RUNNING, IterationState, RunDir
 
@@ -203,7 +203,10 @@ class Runner:
         await asyncio.gather(*(check(n) for n in self.conns))
         if self.collect:
             self.collector = Collector(
-                self.inventory, sink=self.writer.write, sensors=configured_intervals(self.inventory)
+                self.inventory,
+                sink=self.writer.write,
+                sensors=configured_intervals(self.inventory),
+                nodes=watched_nodes(self.inventory, self.plan),
             )
             try:
                 await self.collector.prepare()

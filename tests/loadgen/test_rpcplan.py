@@ -9,7 +9,7 @@ import yaml
 
 from collector.inventory import InventoryError, load_inventory
 from loadgen.plan import compile_plan
-from loadgen.rpcplan import RpcIteration, parse_filter
+from loadgen.rpcplan import RpcIteration, parse_filter, watched_nodes
 
 BROKER = {"url": "rabbit://127.0.0.1:5672/", "user": "wally", "password_env": "WALLY_PW"}
 
@@ -159,3 +159,32 @@ def test_agent_python_for_an_unknown_node_names_file_line_and_key(tmp_path):
         compile_plan(_lab_with_agent_nodes(tmp_path, {"node_python": {"c3": "/opt/py"}}))
     text = str(exc.value)
     assert "lab.yaml:" in text and "rpc.agents.node_python.c3: no node named 'c3'" in text
+
+
+def test_agents_on_this_machine_are_watched_by_its_node(tmp_path):
+    # senders have no node: they run here, where the lab's local node gets their role
+    lab = {
+        "nodes": [
+            {"uri": "local", "name": "bus", "roles": ["rabbitmq"]},
+            {"uri": "ssh://root@10.0.0.2", "name": "s1", "roles": ["rpc-server"]},
+        ],
+        "rpc": {"broker": BROKER, "campaigns": [{"clients": 1, "servers": 1}]},
+    }
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump(lab, sort_keys=False))
+    inv = load_inventory(path)
+    plan = compile_plan(inv)
+    assert {n.name: n.roles for n in watched_nodes(inv, plan)} == {
+        "bus": ("rabbitmq", "rpc-client"),
+        "s1": ("rpc-server",),
+    }
+    # a lab without a local node: one is added, watching only what runs here
+    lab["nodes"] = lab["nodes"][1:]
+    path.write_text(yaml.safe_dump(lab, sort_keys=False))
+    inv = load_inventory(path)
+    assert {n.name: n.roles for n in watched_nodes(inv, compile_plan(inv))} == {
+        "s1": ("rpc-server",),
+        "local": ("rpc-client",),
+    }
+    # a plan without RPC iterations changes nothing
+    assert watched_nodes(inv, []) == list(inv)
