@@ -676,6 +676,16 @@ RPC = register(
     source="wally",
 )
 
+RPC_ERRORS = register(
+    "rpc_errors",
+    ("run", "test", "node", "agent", "side", "call_type", "error_type"),
+    [("count", int, "messages", G, "failed messages of this exception type")],
+    "RPC messages that failed, by exception type (tag error_type): per second and, with "
+    "test=…/summary, per iteration, per agent and merged (agent=all). Only types that "
+    "occurred are written.",
+    source="wally",
+)
+
 RPC_HIST = register(
     "rpc_hist",
     ("run", "test", "node", "side", "call_type", "le"),

@@ -15,8 +15,9 @@ a sender/receiver node pair further apart than `rpc.agents.max_clock_skew` is re
 pairs' measured skew is kept with the iteration's totals (also for rpc-call, whose server
 side latency is one-way) as the uncertainty of those latencies.
 
-While the test runs the agents' per-second `rpc` points go to the writer; at the end the
-merged per-iteration summary (`rpc`, test=NAME/summary), the distribution (`rpc_hist`) and
+While the test runs the agents' per-second `rpc` points (and `rpc_errors`, failures by
+exception type) go to the writer; at the end the merged per-iteration summary (`rpc` and
+`rpc_errors`, test=NAME/summary), the distribution (`rpc_hist`) and
 the `wally_test` record that selects sensor data by the iteration's window. Ctrl+C closes
 the controller, which stops every agent, and any agent still running after a grace period
 is killed by PID; agents also exit on their own when their controller disappears, so
@@ -179,7 +180,7 @@ class RpcExecutor:
     def _sink(self, points: list[Point]) -> None:
         self.writer.write(points)
         for p in points:
-            if not p.tags["test"].endswith("/summary"):
+            if p.measurement == schema.RPC.name and not p.tags["test"].endswith("/summary"):
                 key = "sent" if p.tags["side"] == "client" else "received"
                 self._counts[key] = self._counts.get(key, 0) + int(p.fields.get("msgs_ok", 0))
                 if p.fields.get("msgs_fail"):

@@ -98,6 +98,14 @@ class Recorder:
             out, self.interval = self.interval, LatencyStats()
         return out
 
+    def close_out(self) -> tuple[LatencyStats, dict[str, Any], list[float] | None]:
+        """The last interval, the totals and the raw latencies at one instant, so that an
+        agent's ticks add up exactly to the result it reports (servers keep receiving)."""
+        with self._lock:
+            out, self.interval = self.interval, LatencyStats()
+            raw = None if self.raw is None else list(self.raw)
+            return out, self.total.to_dict(), raw
+
     def received(self) -> int:
         with self._lock:
             return self.total.msgs_ok
@@ -116,6 +124,55 @@ def interval_fields(stats: LatencyStats, seconds: float) -> dict[str, Any]:
         out["lat_mean"] = stats.mean_ms()
         out["lat_max"] = float(stats.max_ms or 0.0)
     return out
+
+
+class Ticker:
+    """Sends the agent's per-second interval stats, then its last partial interval together
+    with the result: the `msgs_ok`/`msgs_fail` of an agent's ticks add up exactly to its
+    result, and each interval's rate is over its real length (from the start instant)."""
+
+    def __init__(self, channel: Channel, name: str, recorder: Recorder):
+        self.channel = channel
+        self.name = name
+        self.recorder = recorder
+        self._lock = threading.Lock()
+        self._since: float | None = None  # monotonic start of the current interval
+        self._done = False
+
+    def begin(self, start_wall: float) -> None:
+        """The first interval starts at the load's synchronised start (epoch seconds)."""
+        with self._lock:
+            self._since = time.monotonic() + (start_wall - time.time())
+
+    def tick(self) -> None:
+        """One interval's stats; a heartbeat before the start and after the result."""
+        with self._lock:
+            if self._done or self._since is None or time.monotonic() < self._since:
+                self.channel.send(type="hb", name=self.name)
+                return
+            self._send_interval(self.recorder.swap())
+
+    def finish(self) -> None:
+        """The last partial interval, then the result; no interval is sent after it."""
+        with self._lock:
+            last, total, raw = self.recorder.close_out()
+            if self._since is not None and not self._done:
+                self._send_interval(last)
+            self._done = True
+            self.channel.send(type="result", name=self.name, stats=total, raw=raw)
+
+    def _send_interval(self, stats: LatencyStats) -> None:
+        now = time.monotonic()
+        assert self._since is not None
+        self.channel.send(
+            type="tick",
+            name=self.name,
+            t=time.time(),
+            fields=interval_fields(stats, now - self._since),
+            errors=dict(stats.errors),
+            received=self.recorder.received(),
+        )
+        self._since = now
 
 
 # --- oslo.messaging plumbing ---------------------------------------------------------------
@@ -341,51 +398,33 @@ def serve(channel: Channel, name: str, heartbeat: float, silence_timeout: float)
             elif kind == "count":
                 channel.send(type="count", name=name, received=agent.recorder.received())
 
-    def ticker() -> None:
-        last = time.monotonic()
+    ticker = Ticker(channel, name, agent.recorder)
+
+    def ticking() -> None:
         while not gone.wait(heartbeat):
-            if started.is_set() and start_at:
-                now = time.monotonic()
-                stats = agent.recorder.swap()
-                channel.send(
-                    type="tick",
-                    name=name,
-                    t=time.time(),
-                    fields=interval_fields(stats, now - last),
-                    received=agent.recorder.received(),
-                )
-                last = now
-            else:
-                channel.send(type="hb", name=name)
+            ticker.tick()
 
     threading.Thread(target=reader, daemon=True, name="ctl-reader").start()
     channel.send(type="ready", name=name)
     started.wait()
-    threading.Thread(target=ticker, daemon=True, name="ticker").start()
+    if start_at:
+        ticker.begin(start_at[0])
+    threading.Thread(target=ticking, daemon=True, name="ticker").start()
     if start_at and not stop.is_set():
         delay = start_at[0] - time.time()
         if (delay <= 0 or not stop.wait(delay)) and agent.send is not None:
             agent.run_load(start_at[0], stop)
-            report(channel, name, agent)
+            ticker.finish()
     # clients wait for the controller's stop so ticks and results are not lost; servers
     # keep consuming until then and report after
     stop.wait()
     if agent.send is None and not gone.is_set():
-        report(channel, name, agent)
+        ticker.finish()
     closer = threading.Thread(target=agent.close, daemon=True)
     closer.start()
     closer.join(GRACE_EXIT_S)
     channel.send(type="bye", name=name)
     return 0 if not gone.is_set() else 4
-
-
-def report(channel: Channel, name: str, agent: Agent) -> None:
-    channel.send(
-        type="result",
-        name=name,
-        stats=agent.recorder.total.to_dict(),
-        raw=agent.recorder.raw,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@ The controller listens on a TCP port on the loopback; agents (local processes he
 started over SSH by `loadgen.rpcrun`, reaching it through reverse port forwarding) connect
 to it. It hands each agent its configuration, waits until every
 expected agent is ready, tells them all to start at the same wall-clock instant,
-forwards their per-second stats to an optional sink as `rpc` Points, collects final
-stats, waits for servers to drain in-flight messages, and stops everyone. An agent
+forwards their per-second stats to an optional sink as `rpc` Points (and failures by
+exception type as `rpc_errors`), collects final stats, waits for servers to drain in-flight messages, and stops everyone. An agent
 that disconnects or falls silent is reported missing; the others finish.
 """
 
@@ -21,11 +21,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from collector import schema
 from collector.lineproto import Point
 from loadgen.rpc.agent import EXECUTORS, Channel
 from loadgen.rpc.broker import check_url
@@ -33,6 +34,16 @@ from loadgen.rpc.stats import LatencyStats
 
 TEST_TYPES = ("rpc-call", "rpc-cast", "rpc-fanout", "notify")
 Sink = Callable[[list[Point]], None]
+
+
+def error_points(tags: Mapping[str, str], errors: Mapping[str, int], time_ns: int) -> list[Point]:
+    """One `rpc_errors` point per exception type that failed messages, none when nothing
+    failed: failures are rare, so this costs nothing while a test goes well."""
+    return [
+        Point(schema.RPC_ERRORS.name, {**tags, "error_type": name}, {"count": int(n)}, time_ns)
+        for name, n in sorted(errors.items())
+        if n
+    ]
 
 
 class RpcTestError(RuntimeError):
@@ -138,7 +149,8 @@ class RpcTestResult:
         return {a.name: a.missing for a in self.agents.values() if a.missing}
 
     def summary_points(self) -> list[Point]:
-        """Per agent and merged (`agent=all`) results, with `test=<test>/summary`."""
+        """Per agent and merged (`agent=all`) results and failures by exception type, with
+        `test=<test>/summary`."""
         s = self.spec
         t_ns = int(self.end * 1e9)
         out = []
@@ -154,7 +166,8 @@ class RpcTestResult:
                     "side": side,
                     "call_type": s.test_type,
                 }
-                out.append(Point("rpc", tags, stats.summary_fields(), t_ns))
+                out.append(Point(schema.RPC.name, tags, stats.summary_fields(), t_ns))
+                out += error_points(tags, stats.errors, t_ns)
         return out
 
 
@@ -321,7 +334,9 @@ class Controller:
                     "side": a.side,
                     "call_type": self.spec.test_type,
                 }
-                self.sink([Point("rpc", tags, msg["fields"], int(msg["t"] * 1e9))])
+                t_ns = int(msg["t"] * 1e9)
+                points = [Point(schema.RPC.name, tags, msg["fields"], t_ns)]
+                self.sink(points + error_points(tags, msg.get("errors") or {}, t_ns))
         elif kind == "count":
             a.received = int(msg["received"])
         elif kind == "result":
@@ -343,6 +358,16 @@ class Controller:
                 self._handle(name, msg)
             self._check_silence()
         return True
+
+    def _handle_queued(self) -> None:
+        """Handle every event already received, without waiting: nothing an agent sent
+        before the result is built is left out of it or of the sink."""
+        while True:
+            try:
+                name, msg = self.events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(name, msg)
 
     def _check_silence(self) -> None:
         now = time.monotonic()
@@ -423,6 +448,7 @@ class Controller:
                 a.missing = "no result after stop"
         for a in self._live("client"):
             a.channel.send(type="stop")
+        self._handle_queued()
         result = RpcTestResult(spec, self.agents, start, time.time())
         if self.sink is not None:
             self.sink(result.summary_points())

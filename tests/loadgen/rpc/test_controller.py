@@ -7,11 +7,14 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 
 import psutil
 import pytest
 
+from collector.influx import InfluxClient
 from collector.lineproto import Point
+from collector.writer import InfluxWriter
 from loadgen.rpc.broker import BrokerError, LocalBroker
 from loadgen.rpc.controller import Controller, RpcTestError, RpcTestSpec, run_local
 from loadgen.rpc.stats import LatencyStats
@@ -33,6 +36,15 @@ def _overview_counts(broker: LocalBroker) -> dict[str, int]:
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before[k] for k in before}
+
+
+def _by_type(points: list[Point], **tags: str) -> Counter[str]:
+    """Failures by exception type summed over the `rpc_errors` points with these tags."""
+    out: Counter[str] = Counter()
+    for p in points:
+        if p.measurement == "rpc_errors" and all(p.tags[k] == v for k, v in tags.items()):
+            out[p.tags["error_type"]] += p.fields["count"]
+    return out
 
 
 def _hist_of(raw: list[float]) -> LatencyStats:
@@ -95,16 +107,23 @@ def test_each_type_counts_match_broker(
         assert result.merged(side).same_histogram(_hist_of(raw))
 
     # the sink got per-second points and the per-iteration summary with merged totals
-    summary = [p for p in points if p.tags["test"] == "rpc/summary" and p.tags["agent"] == "all"]
+    rpc = [p for p in points if p.measurement == "rpc"]
+    summary = [p for p in rpc if p.tags["test"] == "rpc/summary" and p.tags["agent"] == "all"]
     assert {p.tags["side"] for p in summary} == {"client", "server"}
     by_side = {p.tags["side"]: p.fields for p in summary}
     assert by_side["client"]["msgs_ok"] == clients.msgs_ok
     assert by_side["server"]["msgs_ok"] == servers_.msgs_ok
-    ticks = [p for p in points if p.tags["test"] == "rpc"]
-    per_agent = {}
-    for p in ticks:
-        per_agent[p.tags["agent"]] = per_agent.get(p.tags["agent"], 0) + p.fields["msgs_ok"]
-    assert sum(v for k, v in per_agent.items() if k.startswith(spec.sender_role)) <= clients.msgs_ok
+    # every agent's per-second points, its last partial second included, add up exactly
+    # to its own final result
+    ticks = [p for p in rpc if p.tags["test"] == "rpc"]
+    for a in result.agents.values():
+        assert a.stats is not None
+        mine = [p.fields for p in ticks if p.tags["agent"] == a.name]
+        assert mine, f"{a.name}: no per-second points"
+        assert {p.tags["side"] for p in ticks if p.tags["agent"] == a.name} == {a.side}
+        for f in ("msgs_ok", "msgs_fail"):
+            assert sum(m[f] for m in mine) == getattr(a.stats, f), (a.name, f)
+    assert not [p for p in points if p.measurement == "rpc_errors"]
 
 
 def test_open_loop_paces_sends_and_measures_from_intended_time(rabbitmq: LocalBroker) -> None:
@@ -119,8 +138,16 @@ def test_open_loop_paces_sends_and_measures_from_intended_time(rabbitmq: LocalBr
     assert client.rate() <= 40 * 1.05
 
 
-def test_broker_restart_mid_test_counts_failures_and_recovers(rabbitmq: LocalBroker) -> None:
+def test_broker_restart_mid_test_counts_failures_and_recovers(
+    rabbitmq: LocalBroker, influx: InfluxClient
+) -> None:
     points: list[Point] = []
+    writer = InfluxWriter(influx)
+
+    def sink(batch: list[Point]) -> None:
+        points.extend(batch)
+        writer.write(batch)
+
     restarted: list[float] = []
 
     def bounce() -> None:
@@ -144,14 +171,29 @@ def test_broker_restart_mid_test_counts_failures_and_recovers(rabbitmq: LocalBro
     t = threading.Thread(target=bounce)
     t.start()
     try:
-        result = run_local(spec, sink=points.extend)
+        result = run_local(spec, sink=sink)
     finally:
         t.join()
+        writer.close()
     assert result.missing == {}
     client = result.merged("client")
     assert client.msgs_fail >= 1
     assert client.msgs_fail == sum(client.errors.values())
     assert set(client.errors) <= {"MessagingTimeout", "MessageDeliveryFailure"}
+    # failures by type, as written to InfluxDB, are exactly the agents' own counts: per
+    # agent at the end, per agent summed over its seconds, and merged (agent=all)
+    stored = influx.query_df('SELECT * FROM rpc_errors WHERE "test" = $t', {"t": "rpc/summary"})
+    for a in result.agents.values():
+        assert a.stats is not None
+        assert _by_type(points, test="rpc/summary", agent=a.name) == a.stats.errors, a.name
+        assert _by_type(points, test="rpc", agent=a.name) == a.stats.errors, a.name
+        rows = stored[stored["agent"] == a.name]
+        assert dict(zip(rows["error_type"], rows["count"], strict=True)) == a.stats.errors
+    for side in ("client", "server"):
+        merged = result.merged(side).errors
+        assert _by_type(points, test="rpc/summary", agent="all", side=side) == merged
+        rows = stored[(stored["agent"] == "all") & (stored["side"] == side)]
+        assert dict(zip(rows["error_type"], rows["count"], strict=True)) == merged
     # agents reconnected: calls succeeded after the broker came back
     after = [
         p
@@ -177,7 +219,12 @@ def test_killed_agent_is_reported_missing_and_others_finish(rabbitmq: LocalBroke
     ctl.spawn_local()
 
     def kill_later() -> None:
-        time.sleep(2.5)
+        # once the load runs: on a busy machine the agents' roll call alone can take seconds
+        victim = ctl.agents["rpc-client-1"]
+        deadline = time.monotonic() + 60
+        while not victim.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)
         os.kill(ctl.procs["rpc-client-1"].pid, signal.SIGKILL)
 
     threading.Thread(target=kill_later).start()
