@@ -2,8 +2,9 @@
 
 Works the same on runs of `loadgen run` and on legacy ombt campaigns imported with
 `collector ingest ombt`: both leave a `wally_test` record (kind=rpc) per iteration, `rpc`
-summary points per agent and merged (`agent=all`, test=NAME/summary) and the merged
-latency distribution (`rpc_hist`). Bus metrics (broker CPU and memory from procstat of
+summary points per agent and merged (`agent=all`, test=NAME/summary), failures by
+exception type (`rpc_errors`, the same tags) and the merged latency distribution
+(`rpc_hist`). Bus metrics (broker CPU and memory from procstat of
 beam.smp, connections from rabbitmq_overview, TCP established and network bytes of the
 bus nodes) are selected by each iteration's time window, never by a run tag, so
 Telegraf-sourced data works too.
@@ -18,6 +19,7 @@ import html
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from collector.influx import InfluxClient, regex_literal
 
 NS = 1_000_000_000
 SIDES = ("client", "server")
+# How the table names each side's messages: clients send, servers receive.
+VERBS = (("client", "sent"), ("server", "received"))
 LAT_FIELDS = ("lat_mean", "lat_stddev", "lat_p50", "lat_p90", "lat_p99", "lat_p99_9")
 BROKER_PROCESS = "beam.smp"
 DEFAULT_BUS_ROLE = "rabbitmq"
@@ -53,10 +57,20 @@ class RpcIterationData:
     summary: pd.DataFrame  # rpc summary points: agent, side, msgs_ok, ...
     hist: pd.DataFrame  # rpc_hist: side, le, lower, count
     bus: dict[str, pd.DataFrame] = field(default_factory=dict)  # metric -> time, value
+    errors: pd.DataFrame = field(default_factory=pd.DataFrame)  # rpc_errors: agent, side, ...
 
     def merged(self, side: str) -> dict[str, Any]:
         rows = self.summary[(self.summary["agent"] == "all") & (self.summary["side"] == side)]
         return rows.iloc[-1].to_dict() if len(rows) else {}
+
+    def failures_by_type(self, side: str) -> dict[str, int]:
+        """Merged failed messages of a side by exception type, most frequent first."""
+        e = self.errors
+        if e.empty:
+            return {}
+        rows = e[(e["agent"] == "all") & (e["side"] == side)].sort_values("time")
+        counts = rows.groupby("error_type")["count"].last()
+        return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
     def agents(self, side: str) -> pd.DataFrame:
         s = self.summary
@@ -92,6 +106,9 @@ def load_iterations(
         "SELECT * FROM rpc WHERE run = $run AND test =~ /\\/summary$/", {"run": run}
     )
     hist = client.query_df("SELECT * FROM rpc_hist WHERE run = $run", {"run": run})
+    errors = client.query_df(
+        "SELECT * FROM rpc_errors WHERE run = $run AND test =~ /\\/summary$/", {"run": run}
+    )
     start, end = int(tests["start"].min()), int(tests["end"].max())
     bus = bus_metrics(client, start, end, bus_role)
     out = []
@@ -114,6 +131,7 @@ def load_iterations(
                 params=json.loads(row.params),
                 summary=pick(summary),
                 hist=pick(hist),
+                errors=pick(errors),
                 bus={
                     k: v[(v["time"] >= lo) & (v["time"] <= hi)].reset_index(drop=True)
                     for k, v in bus.items()
@@ -174,6 +192,12 @@ def _stats(values: pd.Series) -> dict[str, float]:
     return {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
 
 
+def format_failures(by_type: Mapping[str, int]) -> str:
+    """`{"MessagingTimeout": 12, "ConnectionError": 3}` -> "MessagingTimeout: 12;
+    ConnectionError: 3", for the table's cells (empty when nothing failed)."""
+    return "; ".join(f"{name}: {n}" for name, n in by_type.items())
+
+
 def iteration_row(it: RpcIterationData) -> dict[str, Any]:
     """The table row of one iteration (the notebook's `_ombt_*` and `_agg_*` values)."""
     p = it.params
@@ -188,7 +212,7 @@ def iteration_row(it: RpcIterationData) -> dict[str, Any]:
         "start": pd.Timestamp(it.start_ns, unit="ns", tz="UTC").isoformat(),
         "duration_s": (it.end_ns - it.start_ns) / NS,
     }
-    for side, verb in (("client", "sent"), ("server", "received")):
+    for side, verb in VERBS:
         merged = it.merged(side)
         agents = it.agents(side)
         for what in ("ok", "fail"):
@@ -196,6 +220,7 @@ def iteration_row(it: RpcIterationData) -> dict[str, Any]:
             row[f"{verb}_{what}"] = int(merged.get(column, 0) or 0)
             for stat, v in _stats(agents.get(column, pd.Series(dtype=float))).items():
                 row[f"per_{side}_{what}_{stat}"] = v
+        row[f"{verb}_fail_by_type"] = format_failures(it.failures_by_type(side))
         row[f"{side}_rate"] = float(merged.get("rate", math.nan))
         for f in LAT_FIELDS:
             v = merged.get(f)
@@ -346,6 +371,7 @@ def export(
         "iterations": [
             {
                 **{k: _json_safe(v) for k, v in row.items()},
+                **{f"{verb}_fail_by_type": it.failures_by_type(side) for side, verb in VERBS},
                 "params": it.params,
                 "distribution": {
                     side: distribution(it, side).to_dict(orient="records") for side in SIDES
@@ -369,6 +395,7 @@ def console_table(run: str, table: pd.DataFrame) -> Table:
         "servers": "servers",
         "sent_ok": "sent ok",
         "sent_fail": "failed",
+        "sent_fail_by_type": "failed by type",
         "received_ok": "received",
         "client_rate": "msg/s",
         "client_lat_mean": "client mean ms",
@@ -384,6 +411,6 @@ def console_table(run: str, table: pd.DataFrame) -> Table:
             if isinstance(v, float):
                 cells.append("-" if math.isnan(v) else f"{v:,.3f}" if "lat" in key else f"{v:,.0f}")
             else:
-                cells.append(str(v))
+                cells.append(str(v) if v != "" else "-")
         out.add_row(*cells)
     return out

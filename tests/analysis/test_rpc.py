@@ -1,13 +1,21 @@
-"""`analysis rpc` on an imported ombt campaign equals the seed notebook's aggregates."""
+"""`analysis rpc` on an imported ombt campaign equals the seed notebook's aggregates, and
+shows the failures by exception type that a run wrote."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from collector import schema
+from collector.lineproto import Point
+from collector.writer import InfluxWriter
+from loadgen.rpc.controller import AgentState, RpcTestResult, RpcTestSpec
+from loadgen.rpc.stats import LatencyStats
 from tests.collector.test_ombt import DATA, notebook_params, run_cli
 
 
@@ -60,3 +68,55 @@ def test_unknown_run_is_a_clear_error(influx, tmp_path: Path) -> None:
     r = run_cli("analysis", ["rpc", "no-such-run", "--out", str(tmp_path / "x")], influx, tmp_path)
     assert r.returncode == 2
     assert "no-such-run" in r.stderr and "no RPC iterations" in r.stderr
+
+
+def test_failures_by_type_the_controller_writes_show_in_the_table(influx, tmp_path: Path) -> None:
+    # what a run's controller writes at the end of an iteration in which calls failed; the
+    # odd type name checks that tag escaping survives the round trip
+    failures = {
+        "rpc-client-0": ["MessagingTimeout"] * 12 + ["odd, name=1"],
+        "rpc-client-1": ["MessagingTimeout"] * 2 + ["ConnectionError"] * 3,
+        "rpc-server-0": [],
+    }
+    start = time.time() - 60
+    agents = {}
+    for name, errors in failures.items():
+        stats = LatencyStats()
+        for i in range(20):
+            stats.record(0.001 * (i + 1))
+        for error in errors:
+            stats.record_failure(error)
+        stats.mark(start, start + 5)
+        role = name.rsplit("-", 1)[0]
+        agents[name] = AgentState(name, role, "t0", {}, node="n1", stats=stats)
+    spec = RpcTestSpec(url="rabbit://unused/", clients=2, run="faulty", test="it0")
+    result = RpcTestResult(spec, agents, start, start + 5)
+    record = Point(
+        schema.WALLY_TEST.name,
+        {"run": "faulty", "test": "it0", "node": "n1", "kind": "rpc", "status": "done"},
+        {
+            "start": int(start * 1e9),
+            "end": int((start + 6) * 1e9),
+            "iteration": 0,
+            "params": json.dumps({"call_type": "rpc-call"}),
+        },
+        int(start * 1e9),
+    )
+    with InfluxWriter(influx) as writer:
+        writer.write([*result.summary_points(), record])
+
+    out = tmp_path / "report"
+    r = run_cli("analysis", ["rpc", "faulty", "--out", str(out)], influx, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    expected = Counter(e for errors in failures.values() for e in errors)
+    table = pd.read_csv(out / "rpc.csv", keep_default_na=False)
+    (row,) = table.to_dict(orient="records")
+    assert row["sent_fail"] == expected.total()
+    cell = [part.rsplit(": ", 1) for part in row["sent_fail_by_type"].split("; ")]
+    assert {name: int(n) for name, n in cell} == expected
+    assert [int(n) for _, n in cell] == sorted(expected.values(), reverse=True)
+    assert row["received_fail_by_type"] == ""
+    (it,) = json.loads((out / "rpc.json").read_text())["iterations"]
+    assert it["sent_fail_by_type"] == expected
+    assert it["received_fail_by_type"] == {}
+    assert row["sent_fail_by_type"] in (out / "rpc.html").read_text()
