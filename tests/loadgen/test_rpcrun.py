@@ -22,14 +22,9 @@ import pytest
 import yaml
 
 from loadgen.rpc.broker import LocalBroker, free_port
-from tests.fixtures.rabbitmq import management_get, wait_for
+from tests.fixtures.rabbitmq import overview_counts, wait_for
 
 CALLS = 40
-
-
-def _overview(broker: LocalBroker) -> dict[str, int]:
-    stats = management_get(broker, "/api/overview").get("message_stats", {})
-    return {k: stats.get(k, 0) for k in ("publish", "deliver_get")}
 
 
 def _broker(broker: LocalBroker) -> dict[str, str]:
@@ -75,7 +70,7 @@ def test_rpc_campaign_runs_and_its_post_mortem_matches_the_counters(
     }
     plan = tmp_path / "lab.yaml"
     plan.write_text(yaml.safe_dump(lab, sort_keys=False))
-    before = _overview(rabbitmq)
+    before = overview_counts(rabbitmq)
     r = _cli(
         [
             sys.executable,
@@ -105,7 +100,9 @@ def test_rpc_campaign_runs_and_its_post_mortem_matches_the_counters(
         sent += c["msgs_ok"]
     # RabbitMQ's own counters: every call publishes a request and a reply
     expected = {"publish": 2 * sent, "deliver_get": 2 * sent}
-    got = wait_for(lambda: {k: v - before[k] for k, v in _overview(rabbitmq).items()}, expected)
+    got = wait_for(
+        lambda: {k: v - before[k] for k, v in overview_counts(rabbitmq).items()}, expected
+    )
     assert got == expected
     run_dir = Path(doc["run_dir"])
     state = json.loads((run_dir / "run.json").read_text())
