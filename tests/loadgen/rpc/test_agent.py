@@ -80,31 +80,38 @@ def test_open_loop_latency_counts_a_server_stall_from_intended_send_times(
     assert len(spread) >= RATE * stall_s / 4, sorted(client.raw)[-60:]
 
 
-def _agent(port: int, name: str, log: Path) -> subprocess.Popen:
+def _agent(port: int, name: str, executor: str, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "loadgen.rpc.agent", "--controller", f"127.0.0.1:{port}"]
     cmd += ["--name", name, "--heartbeat", "0.5", "--silence-timeout", "2"]
+    cmd += ["--executor", executor]
     with log.open("wb") as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
 
 @pytest.mark.parametrize(
-    ("after_hello", "exit_code"),
+    ("after_hello", "executor", "exit_code"),
     [
         # connected, never configured
-        ("nothing", 3),
+        ("nothing", "threading", 3),
         # a server configured and ready, never started
-        ("config", 4),
-        # a client started on a long open-loop run
-        ("start", 4),
+        ("config", "threading", 4),
+        # a client started on a long open-loop run, also with green threads
+        ("start", "threading", 4),
+        ("start", "eventlet", 4),
     ],
 )
 def test_agent_exits_when_its_controller_goes_silent(
-    rabbitmq: LocalBroker, tmp_path: Path, after_hello: str, exit_code: int
+    rabbitmq: LocalBroker, tmp_path: Path, after_hello: str, executor: str, exit_code: int
 ) -> None:
     """The controller's socket stays open but says nothing more: the agent must not wait
     for it forever (a hung or stopped loadgen must not leave agents behind)."""
     spec = RpcTestSpec(
-        url=rabbitmq.url, test_type="rpc-cast", calls=None, duration=600.0, rate=20.0
+        url=rabbitmq.url,
+        test_type="rpc-cast",
+        calls=None,
+        duration=600.0,
+        rate=20.0,
+        executor=executor,
     )
     name = "rpc-server-0" if after_hello == "config" else "rpc-client-0"
     # what the real controller would send this agent (it is closed at once: silent peer)
@@ -114,7 +121,7 @@ def test_agent_exits_when_its_controller_goes_silent(
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(30)
         log = tmp_path / "agent.log"
-        proc = _agent(listener.getsockname()[1], name, log)
+        proc = _agent(listener.getsockname()[1], name, executor, log)
         try:
             conn, _ = listener.accept()
             with conn, conn.makefile("r", encoding="utf-8") as rfile:
@@ -130,9 +137,13 @@ def test_agent_exits_when_its_controller_goes_silent(
                 # silence (the agent's heartbeats are not read): the agent exits by itself
                 rc = proc.wait(timeout=20)
                 took = time.monotonic() - silent
+                said = [json.loads(line)["type"] for line in rfile]  # until the agent's EOF
             assert rc == exit_code, log.read_text(errors="replace")
             # silence timeout (2 s), then at most the broker connection's close
             assert took >= 2.0 - 0.25
+            # the client ran until the silence, then reported and said goodbye
+            if after_hello == "start":
+                assert {"tick", "result"} <= set(said) and said[-1] == "bye", said
         finally:
             if proc.poll() is None:
                 proc.kill()
