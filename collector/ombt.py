@@ -214,6 +214,17 @@ def distribution_points(
     return out
 
 
+def error_points(tags: Mapping[str, str], errors: Mapping[str, int], time_ns: int) -> list[Point]:
+    """One `rpc_errors` point per exception type that failed messages, none when nothing
+    failed: failures are rare, so this costs nothing while a test goes well. (ombt keys
+    its errors by the exception's text, not its type: imported campaigns carry that.)"""
+    return [
+        Point(schema.RPC_ERRORS.name, {**tags, "error_type": name}, {"count": int(n)}, time_ns)
+        for name, n in sorted(errors.items())
+        if n
+    ]
+
+
 def campaign_points(campaign_dir: Path, run: str, node: str = "ombt") -> list[Point]:
     """`wally_test` (window + params), `rpc` summary points (per agent and merged
     `agent=all`) and the merged `rpc_hist` distribution per side for every iteration, so
@@ -252,6 +263,7 @@ def campaign_points(campaign_dir: Path, run: str, node: str = "ombt") -> list[Po
                     "call_type": call_type,
                 }
                 out.append(Point(schema.RPC.name, tags, _rpc_fields(result, rate), _ns(end)))
+                out += error_points(tags, result.get("errors") or {}, _ns(end))
             hist_tags = {k: v for k, v in tags.items() if k != "agent"}
             out += distribution_points(agg["latency"]["distribution"], hist_tags, _ns(end))
     return out

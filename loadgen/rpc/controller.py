@@ -21,29 +21,20 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from collector import schema
 from collector.lineproto import Point
+from collector.ombt import error_points
 from loadgen.rpc.agent import EXECUTORS, Channel
 from loadgen.rpc.broker import check_url
 from loadgen.rpc.stats import LatencyStats
 
 TEST_TYPES = ("rpc-call", "rpc-cast", "rpc-fanout", "notify")
 Sink = Callable[[list[Point]], None]
-
-
-def error_points(tags: Mapping[str, str], errors: Mapping[str, int], time_ns: int) -> list[Point]:
-    """One `rpc_errors` point per exception type that failed messages, none when nothing
-    failed: failures are rare, so this costs nothing while a test goes well."""
-    return [
-        Point(schema.RPC_ERRORS.name, {**tags, "error_type": name}, {"count": int(n)}, time_ns)
-        for name, n in sorted(errors.items())
-        if n
-    ]
 
 
 class RpcTestError(RuntimeError):

@@ -339,6 +339,20 @@ def test_points_for_influx() -> None:
         assert client["lat_mean"] == pytest.approx(ref["_agg_clients"]["latency_avg"])
         assert client["lat_stddev"] == pytest.approx(ref["_agg_clients"]["latency_stdev"])
         assert client["msgs_ok"] == ref["_agg_clients"]["msgs_ok"]
+    # failures by ombt's error text: merged per side as the notebook merges them, and per agent
+    errors: dict[tuple[str, str, str], dict[str, int]] = {}
+    for p in points:
+        if p.measurement == "rpc_errors":
+            key = (p.tags["test"], p.tags["side"], p.tags["agent"])
+            errors.setdefault(key, {})[p.tags["error_type"]] = p.fields["count"]
+    assert errors, "the test data has failed calls"
+    for ref in reference:
+        test = ref["backup_dir"] + "/summary"
+        for side, agg in (("client", "_agg_clients"), ("server", "_agg_servers")):
+            assert errors.get((test, side, "all"), {}) == _normalise(ref[agg])["errors"]
+    for it in read_campaign(DATA):
+        for name, result in it.clients.items():
+            assert errors.get((it.name + "/summary", "client", name), {}) == result["errors"]
     for p in points:
         encode_point(p)
 
