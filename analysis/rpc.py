@@ -248,7 +248,9 @@ def distribution(it: RpcIterationData, side: str) -> pd.DataFrame:
 # --- report --------------------------------------------------------------------------------
 
 
-def _figures(iterations: list[RpcIterationData], table: pd.DataFrame) -> list[tuple[str, Any]]:
+def figures(iterations: list[RpcIterationData], table: pd.DataFrame) -> list[tuple[str, Any]]:
+    """(title, plotly figure) for the page: the notebook's plots, one line per server count
+    and driver where it plots against the number of clients."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -341,7 +343,7 @@ def render_html(run: str, iterations: list[RpcIterationData], table: pd.DataFram
         "<h2>Iterations</h2>",
         table.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.3f}"),
     ]
-    for title, fig in _figures(iterations, table):
+    for title, fig in figures(iterations, table):
         parts += [
             f"<h2>{html.escape(title)}</h2>",
             fig.to_html(full_html=False, include_plotlyjs=False),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from analysis import rpc
 from collector import schema
 from collector.lineproto import Point
 from collector.writer import InfluxWriter
@@ -120,3 +121,36 @@ def test_failures_by_type_the_controller_writes_show_in_the_table(influx, tmp_pa
     assert it["sent_fail_by_type"] == expected
     assert it["received_fail_by_type"] == {}
     assert row["sent_fail_by_type"] in (out / "rpc.html").read_text()
+
+
+def test_rate_and_latency_plots_have_one_line_per_server_count_and_driver() -> None:
+    rows = [
+        (clients, servers, driver, 100.0 * clients + servers, 2.0 + clients)
+        for driver in ("rabbit", "kafka")
+        for servers in (1, 2)
+        for clients in (4, 1, 2)  # unsorted: the lines must run in client order
+    ]
+    table = pd.DataFrame(
+        rows, columns=["clients", "servers", "driver", "client_rate", "client_lat_mean"]
+    )
+    table["call_type"] = "rpc-call"
+    table["client_lat_p99"] = table["client_lat_mean"] * 2
+    figs = dict(rpc.figures([], table))
+    fig = figs["rpc-call: rate and latency vs number of clients"]
+    lines: dict[str, list[tuple[str, list, list]]] = {}
+    for trace in fig.data:
+        lines.setdefault(trace.name, []).append((trace.xaxis, list(trace.x), list(trace.y)))
+    assert set(lines) == {f"{s} servers, {d}" for s in (1, 2) for d in ("rabbit", "kafka")}
+    for name, panels in lines.items():
+        servers, driver = int(name.split()[0]), name.split(", ")[1]
+        want = table[(table["servers"] == servers) & (table["driver"] == driver)]
+        want = want.sort_values("clients")
+        # rate, mean latency and p99 panels, each against the number of clients
+        assert [p[0] for p in panels] == ["x", "x2", "x3"]
+        for (_, x, y), column in zip(
+            panels, ("client_rate", "client_lat_mean", "client_lat_p99"), strict=True
+        ):
+            assert x == [1, 2, 4] and y == list(want[column])
+    # no iterations: no distribution lines and no bus panel
+    assert not figs["Latency distribution per iteration (client for calls, server otherwise)"].data
+    assert "Bus metrics during each iteration (its time window)" not in figs
