@@ -66,7 +66,8 @@ class PreflightError(RuntimeError):
     def __init__(self, problems: Mapping[str, str]) -> None:
         self.problems = dict(problems)
         lines = "\n".join(f"  {node}: {msg}" for node, msg in sorted(self.problems.items()))
-        super().__init__(f"{len(self.problems)} node(s) cannot be collected from:\n{lines}")
+        # keyed by node, or by setting (a loadgen run adds e.g. its RPC broker's problems)
+        super().__init__(f"{len(self.problems)} problem(s), by node or setting:\n{lines}")
 
 
 @dataclass

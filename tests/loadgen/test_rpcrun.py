@@ -135,7 +135,12 @@ def test_rpc_campaign_runs_and_its_post_mortem_matches_the_counters(
     bus = ["broker_cpu_pct", "broker_mem_mb", "connections", "tcp_established"]
     assert table[bus].notna().all().all(), table[bus]
     assert (table["broker_mem_mb"] > 0).all() and (table["tcp_established"] > 0).all()
-    assert (table["tcp_established"] > 0).all()
+    # the agents ran on this machine, which the lab knows as node "bus": it watched them too
+    agent_pids = set(state["nodes"]["local"]["pids"])
+    watched = influx.query_df(
+        'SELECT "cpu_usage", "pid" FROM "procstat" WHERE "node" = \'bus\' AND "pattern" =~ /agent/'
+    )
+    assert agent_pids & set(watched["pid"].astype(int)), (agent_pids, watched)
     html = (out / "rpc.html").read_text()
     assert "Plotly.newPlot" in html and "<script src=" not in html
 

@@ -18,7 +18,7 @@ from collector.writer import InfluxWriter
 from loadgen.rpc.broker import BrokerError, LocalBroker
 from loadgen.rpc.controller import Controller, RpcTestError, RpcTestSpec, run_local
 from loadgen.rpc.stats import LatencyStats
-from tests.fixtures.rabbitmq import management_get, wait_for
+from tests.fixtures.rabbitmq import management_get, overview_counts, wait_for
 
 
 def _published_to(broker: LocalBroker, queue: str) -> int:
@@ -27,11 +27,6 @@ def _published_to(broker: LocalBroker, queue: str) -> int:
         if q["name"] == queue:
             return q.get("message_stats", {}).get("publish", 0)
     return 0
-
-
-def _overview_counts(broker: LocalBroker) -> dict[str, int]:
-    stats = management_get(broker, "/api/overview").get("message_stats", {})
-    return {k: stats.get(k, 0) for k in ("publish", "deliver_get")}
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -78,7 +73,7 @@ def test_each_type_counts_match_broker(
         executor=executor,
         record_raw=True,
     )
-    before = _overview_counts(rabbitmq)
+    before = overview_counts(rabbitmq)
     ctl = Controller(spec, sink=points.extend)
     ctl.spawn_local()
     result = ctl.run()
@@ -94,7 +89,7 @@ def test_each_type_counts_match_broker(
     expected = {"publish": clients.msgs_ok + replies, "deliver_get": servers_.msgs_ok + replies}
     # Broker-wide stats come from the management stats database, which can lag far behind
     # the queues' own counters on a busy machine: give it time, compare exactly.
-    got = wait_for(lambda: _delta(before, _overview_counts(rabbitmq)), expected, timeout=60)
+    got = wait_for(lambda: _delta(before, overview_counts(rabbitmq)), expected, timeout=60)
     assert got == expected
     if test_type != "rpc-fanout":  # fanout queues are auto-deleted with their servers
         queue = f"wally-{ctl.test_id}-t0{queue_suffix}"
@@ -143,17 +138,21 @@ def test_broker_restart_mid_test_counts_failures_and_recovers(
 ) -> None:
     points: list[Point] = []
     writer = InfluxWriter(influx)
+    calls_flow = threading.Event()
 
     def sink(batch: list[Point]) -> None:
         points.extend(batch)
         writer.write(batch)
+        if any(p.tags.get("side") == "client" and p.fields.get("msgs_ok") for p in batch):
+            calls_flow.set()
 
     restarted: list[float] = []
 
     def bounce() -> None:
-        time.sleep(2.5)
-        rabbitmq.restart()
-        restarted.append(time.time())
+        # mid-load, not mid-start-up: on a busy machine the roll call alone can take seconds
+        if calls_flow.wait(60):
+            rabbitmq.restart()
+            restarted.append(time.time())
 
     spec = RpcTestSpec(
         url=rabbitmq.url,
@@ -175,6 +174,7 @@ def test_broker_restart_mid_test_counts_failures_and_recovers(
     finally:
         t.join()
         writer.close()
+    assert restarted, "no client tick with calls before the restart was due"
     assert result.missing == {}
     client = result.merged("client")
     assert client.msgs_fail >= 1
