@@ -7,7 +7,8 @@ is measured with psutil over the test window only. A raw AMQP request/reply base
 path leaves unused, and a bare oslo.messaging call loop (no agents, no statistics, same
 topology) what any tool built on that layer can reach on this machine: the ceiling both
 ombt and our agents work under. Run: `python bench/rpc_vs_ombt.py` (needs `pip install
-ombt pika`).
+ombt pika`); `python bench/rpc_vs_ombt.py --ceiling 2,4,8` times only the bare loop with
+those client counts (does more in flight raise the ceiling?).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _oslo_server(url: str, topic: str, ready, stop) -> None:
     transport.cleanup()
 
 
-def _oslo_client(url: str, topic: str, start, out) -> None:
+def _oslo_client(url: str, topic: str, calls: int, start, out) -> None:
     import oslo_messaging as om
 
     from loadgen.rpc.agent import make_transport
@@ -164,25 +165,28 @@ def _oslo_client(url: str, topic: str, start, out) -> None:
     client.call({}, "call", payload=payload)  # connects and declares the reply queue
     start.wait()
     t0 = time.time()
-    for _ in range(CALLS):
+    for _ in range(calls):
         client.call({}, "call", payload=payload)
-    out.put((t0, time.time(), CALLS))
+    out.put((t0, time.time(), calls))
     transport.cleanup()
 
 
-def run_bare_oslo(broker: LocalBroker) -> float:
-    """msg/s of a bare oslo.messaging call loop, same topology: the layer's own ceiling."""
+def run_bare_oslo(broker: LocalBroker, clients: int = CLIENTS) -> float:
+    """msg/s of a bare oslo.messaging call loop with one server: the layer's own ceiling.
+    The total number of calls stays that of the benchmark whatever the client count."""
     topic = f"bare-{uuid.uuid4().hex[:6]}"
     ctx = mp.get_context("spawn")
     ready, stop, start, out = ctx.Event(), ctx.Event(), ctx.Event(), ctx.Queue()
     server = ctx.Process(target=_oslo_server, args=(broker.url, topic, ready, stop))
     server.start()
     ready.wait(60)
-    clients = [
-        ctx.Process(target=_oslo_client, args=(broker.url, topic, start, out))
-        for _ in range(CLIENTS)
+    procs = [
+        ctx.Process(
+            target=_oslo_client, args=(broker.url, topic, CALLS * CLIENTS // clients, start, out)
+        )
+        for _ in range(clients)
     ]
-    return _timed(clients, start, out, stop, server)
+    return _timed(procs, start, out, stop, server)
 
 
 def _timed(clients: list, start, out, stop, server) -> float:
@@ -257,7 +261,22 @@ def run_raw_amqp(broker: LocalBroker) -> float:
     return _timed(clients, start, out, stop, server)
 
 
+def ceiling(counts: list[int]) -> None:
+    """The bare oslo.messaging loop with more clients (one server): whether more calls in
+    flight raise what the layer carries on this machine."""
+    work = Path(tempfile.mkdtemp(prefix="wally-bench-rpc-"))
+    with LocalBroker(base=work / "rabbit") as broker:
+        for n in counts:
+            print(
+                f"bare oslo.messaging, {n} clients, 1 server: {run_bare_oslo(broker, n):8.1f} msg/s"
+            )
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
+    if "--ceiling" in sys.argv:  # e.g. --ceiling 2,4,8: no ombt, no ratio line
+        ceiling([int(n) for n in sys.argv[sys.argv.index("--ceiling") + 1].split(",")])
+        return
     work = Path(tempfile.mkdtemp(prefix="wally-bench-rpc-"))
     broker = LocalBroker(base=work / "rabbit")
     broker.start()
