@@ -5,8 +5,9 @@ started over SSH by `loadgen.rpcrun`, reaching it through reverse port forwardin
 to it. It hands each agent its configuration, waits until every
 expected agent is ready, tells them all to start at the same wall-clock instant,
 forwards their per-second stats to an optional sink as `rpc` Points (and failures by
-exception type as `rpc_errors`), collects final stats, waits for servers to drain in-flight messages, and stops everyone. An agent
-that disconnects or falls silent is reported missing; the others finish.
+exception type as `rpc_errors`), collects final stats, waits for servers to drain
+in-flight messages, and stops everyone. An agent that disconnects or falls silent is
+reported missing; the others finish.
 """
 
 from __future__ import annotations
