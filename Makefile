@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHON
 
-.PHONY: setup demo demo-ceph test lint bench docs
+.PHONY: setup demo demo-ceph demo-rpc test lint bench docs
 
 setup:
 	bash scripts/setup.sh
@@ -13,6 +13,10 @@ demo: setup
 # The same on a single-node Ceph lab: RBD load through fio's rbd engine, lab stopped after.
 demo-ceph: setup
 	bash scripts/demo-ceph.sh
+
+# The RPC side: a private RabbitMQ, examples/rpc.yaml run against it, its post-mortem page.
+demo-rpc: setup
+	$(PYTHON) scripts/demo_rpc.py
 
 test: setup
 	$(PYTHON) -m ruff check .

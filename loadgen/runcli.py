@@ -21,7 +21,8 @@ from collector.liveview import node_table, show_while
 from collector.ssh import SshError, connect
 from collector.writer import InfluxWriter
 from loadgen import fionode, rbd
-from loadgen.plan import compile_plan
+from loadgen.plan import CompiledPlan, compile_plan
+from loadgen.rpcplan import RpcIteration
 from loadgen.rpcrun import agent_node
 from loadgen.rpcrun import summary_table as rpc_summary_table
 from loadgen.rundir import RunDir
@@ -99,7 +100,9 @@ def _execute(
             interrupted = True
         except PreflightError as e:
             raise click.ClickException(f"pre-flight failed, nothing was started:\n{e}") from None
-    console.print(summary_table(rundir))
+    fio_table = summary_table(rundir)
+    if fio_table.row_count:  # an RPC-only plan has no fio rows
+        console.print(fio_table)
     rpc_table = rpc_summary_table(rundir)
     if rpc_table is not None:
         console.print(rpc_table)
@@ -107,7 +110,7 @@ def _execute(
         f"results: {rundir.path} (InfluxDB {client.url} / {client.database}, run {rundir.state.run_id})"
     )
     if not interrupted:
-        _write_report(rundir, client.url, client.database, console)
+        _write_reports(rundir, plan, client.url, client.database, console)
     if grafana_url:
         state = rundir.state
         console.print(
@@ -122,28 +125,44 @@ def _execute(
         sys.exit(1)
 
 
-def _write_report(rundir: RunDir, url: str, database: str, console: Console) -> None:
-    """RUN_DIR/report.html by `analysis report` in a subprocess (loadgen never imports
-    analysis). A failure is reported with the command to retry; the run stays as measured.
-    """
-    out = rundir.path / "report.html"
-    cmd = [sys.executable, "-m", "analysis", "report", rundir.state.run_id, "--out", str(out)]
-    cmd += ["--run-dir", str(rundir.path), "--influx-url", url, "--database", database]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=REPORT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        console.print(
-            f"report: not written, took over {REPORT_TIMEOUT_S} s; run: {shlex.join(cmd)}"
+def _write_reports(
+    rundir: RunDir, plan: CompiledPlan, url: str, database: str, console: Console
+) -> None:
+    """The run's pages, by `analysis` in a subprocess (loadgen never imports analysis):
+    RUN_DIR/report.html for fio iterations, RUN_DIR/rpc/ (rpc.html, .csv, .json) for RPC
+    ones. A failure is reported with the command to retry; the run stays as measured."""
+    db = ["--influx-url", url, "--database", database]
+    head = [sys.executable, "-m", "analysis"]
+    pages = []
+    if any(not isinstance(it, RpcIteration) for it in plan):
+        out = rundir.path / "report.html"
+        args = ["report", rundir.state.run_id, "--out", str(out), "--run-dir", str(rundir.path)]
+        pages.append(("report", out, [*head, *args, *db]))
+    if any(isinstance(it, RpcIteration) for it in plan):
+        out = rundir.path / "rpc"
+        pages.append(
+            (
+                "rpc report",
+                out / "rpc.html",
+                [*head, "rpc", rundir.state.run_id, "--out", str(out), *db],
+            )
         )
-        return
-    except KeyboardInterrupt:  # the run is measured and saved; only the page is skipped
-        console.print(f"report: interrupted, not written; run: {shlex.join(cmd)}")
-        return
-    if r.returncode == 0:
-        console.print(f"report: {out}")
-    else:
-        why = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        console.print(f"report: not written ({why}); retry: {shlex.join(cmd)}")
+    for what, out, cmd in pages:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=REPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            console.print(
+                f"{what}: not written, took over {REPORT_TIMEOUT_S} s; run: {shlex.join(cmd)}"
+            )
+            continue
+        except KeyboardInterrupt:  # the run is measured and saved; only the pages are skipped
+            console.print(f"{what}: interrupted, not written; run: {shlex.join(cmd)}")
+            return
+        if r.returncode == 0:
+            console.print(f"{what}: {out}")
+        else:
+            why = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            console.print(f"{what}: not written ({why}); retry: {shlex.join(cmd)}")
 
 
 @click.command("run")

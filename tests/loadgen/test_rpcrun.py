@@ -108,6 +108,9 @@ def test_rpc_campaign_runs_and_its_post_mortem_matches_the_counters(
     state = json.loads((run_dir / "run.json").read_text())
     assert [i["status"] for i in state["iterations"].values()] == ["done", "done"]
     assert any((run_dir / "iterations" / its[0]["name"] / "agents").glob("*.log"))
+    # the run wrote its RPC post-mortem, and no storage report for a plan without fio
+    assert (run_dir / "rpc" / "rpc.html").is_file() and not (run_dir / "report.html").exists()
+    assert list(pd.read_csv(run_dir / "rpc" / "rpc.csv")["sent_ok"]) == [CALLS, 2 * CALLS]
 
     out = tmp_path / "report"
     r = _cli(

@@ -208,7 +208,7 @@ def test_missing_device_and_missing_fio_are_reported_together(influx, tmp_path):
     assert "/dev/wally-no-such-device is not a block device" in r.stderr
 
 
-def test_dashboard_link_is_printed_when_grafana_is_configured(influx, tmp_path):
+def test_a_finished_run_writes_its_report_and_prints_the_dashboard_link(influx, tmp_path):
     plan = _write(
         tmp_path, _plan([_suite(runtime=1, target="t")], [{"uri": "local", "roles": ["testnode"]}])
     )
@@ -223,6 +223,10 @@ def test_dashboard_link_is_printed_when_grafana_is_configured(influx, tmp_path):
     assert "live: http://grafana.example:3000/d/wally-storage/?orgId=1&from=" in r.stderr
     final = [line for line in r.stderr.splitlines() if line.startswith("dashboard: ")]
     assert final and f"var-run={run_id}" in final[0] and "to=now" not in final[0]
+    # a fio-only plan gets the storage report, no RPC pages
+    run_dir = Path(json.loads(r.stdout)["run_dir"])
+    assert f"report: {run_dir / 'report.html'}" in r.stderr
+    assert (run_dir / "report.html").is_file() and not (run_dir / "rpc").exists()
 
 
 def test_an_option_fio_does_not_know_is_caught_at_preflight(influx, tmp_path):
