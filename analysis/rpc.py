@@ -4,10 +4,10 @@ Works the same on runs of `loadgen run` and on legacy ombt campaigns imported wi
 `collector ingest ombt`: both leave a `wally_test` record (kind=rpc) per iteration, `rpc`
 summary points per agent and merged (`agent=all`, test=NAME/summary), failures by
 exception type (`rpc_errors`, the same tags) and the merged latency distribution
-(`rpc_hist`). Bus metrics (broker CPU and memory from procstat of
-beam.smp, connections from rabbitmq_overview, TCP established and network bytes of the
-bus nodes) are selected by each iteration's time window, never by a run tag, so
-Telegraf-sourced data works too.
+(`rpc_hist`). Bus metrics (broker CPU and memory from procstat of beam.smp, TCP
+established and network bytes, all on the bus nodes; connections from
+rabbitmq_overview) are selected by each iteration's time window, never by a run tag,
+so Telegraf-sourced data works too.
 
 The result is one row per iteration (`iteration_table`), written as a self-contained HTML
 page with plots (plotly, its JavaScript inlined: opens without network), CSV and JSON.
@@ -157,7 +157,8 @@ def bus_metrics(
         return pd.DataFrame({"time": s.index.astype("int64"), "value": s.to_numpy(float)})
 
     proc = client.query_df(
-        f'SELECT "cpu_usage", "memory_rss" FROM procstat WHERE process_name = $p AND {span}',
+        f'SELECT "cpu_usage", "memory_rss" FROM procstat WHERE process_name = $p AND {role} '
+        f"AND {span}",
         {**window, "p": BROKER_PROCESS},
     )
     out["broker_cpu_pct"] = per_time(proc, "cpu_usage")

@@ -154,3 +154,22 @@ def test_rate_and_latency_plots_have_one_line_per_server_count_and_driver() -> N
     # no iterations: no distribution lines and no bus panel
     assert not figs["Latency distribution per iteration (client for calls, server otherwise)"].data
     assert "Bus metrics during each iteration (its time window)" not in figs
+
+
+def test_bus_metrics_count_only_the_bus_nodes(influx) -> None:
+    # beam.smp on a bus node and on another node (some other Erlang service), same second
+    t = time.time_ns() // 10**9 * 10**9
+    points = [
+        Point(
+            schema.PROCSTAT.name,
+            {"node": node, "role": role, "process_name": "beam.smp", "pid": "1"},
+            {"cpu_usage": cpu, "memory_rss": 2**20 * cpu},
+            t,
+        )
+        for node, role, cpu in (("mq1", "ceph-mon,rabbitmq", 30.0), ("db1", "database", 70.0))
+    ]
+    with InfluxWriter(influx) as writer:
+        writer.write(points)
+    bus = rpc.bus_metrics(influx, t - 10**9, t + 10**9, "rabbitmq")
+    assert list(bus["broker_cpu_pct"]["value"]) == [30.0]
+    assert list(bus["broker_mem_mb"]["value"]) == [30.0]
