@@ -31,7 +31,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from collector.writer import InfluxWriter
 from loadgen.plan import CompiledPlan
 from loadgen.rpc.broker import BrokerError, check_url
 from loadgen.rpc.controller import Controller, Placed, RpcTestError, RpcTestResult, placement
-from loadgen.rpc.nodes import ClockPair, agent_command, check_python, clock_pairs
+from loadgen.rpc.nodes import ClockPair, agent_command, check_python, clock_pairs, modules_for
 from loadgen.rpcplan import BrokerSettings, RpcIteration
 from loadgen.rundir import RUNNING, IterationState, RunDir
 
@@ -117,8 +117,7 @@ class RpcExecutor:
                 await asyncio.to_thread(check_url, broker.resolved_url())
             except (BrokerError, InfluxError, ValueError) as e:  # InfluxError: password unset
                 problems[f"rpc broker {safe}"] = str(e)
-        pythons = {n: it.agents.python_on(n) for it in its for n in self._nodes_of(it)}
-        bad = await self._connect(pythons)
+        bad = await self._connect(its)
         problems.update({f"rpc node {n}": why for n, why in bad.items()})
         if not bad:
             measured: dict[str, ClockSkew] = {}
@@ -133,9 +132,16 @@ class RpcExecutor:
     def _nodes_of(it: RpcIteration) -> list[str]:
         return sorted({p.node for p in _placed(it).values()})
 
-    async def _connect(self, pythons: dict[str, str]) -> dict[str, str]:
-        """Connect to the agent nodes not yet connected and check their Python: what is
-        wrong, by node (local nodes run the loadgen's own interpreter: nothing to check)."""
+    async def _connect(self, its: Sequence[RpcIteration]) -> dict[str, str]:
+        """Connect to the iterations' agent nodes not yet connected and check that their
+        Python imports what those iterations' agents need: what is wrong, by node (local
+        nodes run the loadgen's own interpreter: nothing to check)."""
+        pythons: dict[str, str] = {}
+        executors: dict[str, set[str]] = {}
+        for it in its:
+            for n in self._nodes_of(it):
+                pythons[n] = it.agents.python_on(n)
+                executors.setdefault(n, set()).add(it.executor)
 
         async def one(name: str) -> str | None:
             try:
@@ -147,7 +153,9 @@ class RpcExecutor:
             except SshError as e:
                 return str(e)
             self.conns[name] = conn
-            return None if node.is_local else await check_python(conn, pythons[name])
+            if node.is_local:
+                return None
+            return await check_python(conn, pythons[name], modules_for(executors[name]))
 
         todo = [n for n in sorted(pythons) if n not in self.conns or self.conns[n].closed]
         found = await asyncio.gather(*(one(n) for n in todo))
@@ -194,7 +202,7 @@ class RpcExecutor:
         (the reasons are in `st.errors`). Roll call, broker, node and clock failures raise."""
         spec = it.spec(it.broker.resolved_url(), self.rundir.state.run_id)
         self._counts = {}
-        bad = await self._connect({n: it.agents.python_on(n) for n in self._nodes_of(it)})
+        bad = await self._connect([it])
         if bad:
             raise RpcTestError("; ".join(f"rpc node {n}: {why}" for n, why in bad.items()))
         pairs = await self._clocks(it)

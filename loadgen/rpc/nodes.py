@@ -5,7 +5,8 @@ its command (`python3 -c BOOT ARGS`): the boot script turns the shipped sources 
 `loadgen.rpc.stats` and `loadgen.rpc.agent` into modules and runs the agent's `main`. So a
 node runs exactly the loadgen's version of the agent, nothing is left behind to remove, and
 no SFTP subsystem or writable directory is needed. What the node needs is a Python 3 with
-oslo.messaging and hdrhistogram; `check_python` says which one lacks what.
+oslo.messaging and hdrhistogram (and eventlet for that executor); `check_python` says which
+one lacks what.
 
 The local node (and a side without nodes) runs agents as local processes with the loadgen's
 own interpreter, as `python -m loadgen.rpc.agent`.
@@ -21,15 +22,17 @@ from __future__ import annotations
 import inspect
 import shlex
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from collector.ssh import ClockSkew, NodeConnection, quote
 from loadgen.rpc import agent, stats
 from loadgen.rpc.controller import Placed
 
-# What an agent imports on the node, as module names (pip: oslo.messaging, hdrhistogram).
+# What an agent imports on the node: module name -> pip name; eventlet-executor agents
+# also import eventlet.
 NEEDED = {"oslo_messaging": "oslo.messaging", "hdrh": "hdrhistogram"}
+GREEN = {"eventlet": "eventlet"}
 _MISSING_RC = 3
 
 _BOOT = """import linecache, sys, types
@@ -76,15 +79,22 @@ def agent_command(args: Sequence[str], python: str | None) -> str:
     return f"exec {shlex.join([*head, *args])} 2>&1"
 
 
-async def check_python(conn: NodeConnection, python: str) -> str | None:
-    """None if `python` on the node imports what agents need; else what is wrong, saying
-    which interpreter lacks which module and how to fix it."""
-    res = await conn.run(f"{quote(python)} -c {quote(_CHECK)} {' '.join(NEEDED)}", timeout=120)
+def modules_for(executors: Iterable[str]) -> dict[str, str]:
+    """What agents with these executors import on a node (module -> pip name)."""
+    return {**NEEDED, **(GREEN if "eventlet" in executors else {})}
+
+
+async def check_python(
+    conn: NodeConnection, python: str, modules: Mapping[str, str] = NEEDED
+) -> str | None:
+    """None if `python` on the node imports `modules`; else what is wrong, saying which
+    interpreter lacks which module and how to fix it."""
+    res = await conn.run(f"{quote(python)} -c {quote(_CHECK)} {' '.join(modules)}", timeout=120)
     if res.rc == 0:
         return None
     if res.rc == _MISSING_RC:
-        missing = [m for m in NEEDED if f"{m} (" in res.out]
-        pip = " ".join(NEEDED[m] for m in missing)
+        missing = [m for m in modules if f"{m} (" in res.out]
+        pip = " ".join(modules[m] for m in missing)
         return (
             f"{python} cannot import what RPC agents need: {res.out.strip()}; install them "
             f"for that interpreter (pip install {pip}) or set rpc.agents.python/node_python"

@@ -138,12 +138,14 @@ def test_call_and_cast_agents_run_over_ssh_on_their_nodes(
     assert logs == [f"{r}-{i}.log" for r in ("rpc-client", "rpc-server") for i in (0, 1)]
 
 
+@pytest.mark.parametrize("executor", ["threading", "eventlet"])
 def test_node_without_the_agents_python_modules_fails_preflight(
     sshd_nodes: SshdCluster,
     rabbitmq: LocalBroker,
     rabbit_password: None,
     influx: InfluxClient,
     tmp_path: Path,
+    executor: str,
 ) -> None:
     # a real interpreter without oslo.messaging and hdrhistogram, and one that is not there
     venv = tmp_path / "bare"
@@ -153,7 +155,7 @@ def test_node_without_the_agents_python_modules_fails_preflight(
         "python": sys.executable,
         "node_python": {"node0": "/nonexistent/python3", "node1": bare},
     }
-    campaign = {"name": "p", "clients": [1], "servers": [1], "calls": 5}
+    campaign = {"name": "p", "clients": [1], "servers": [1], "calls": 5, "executor": executor}
     with pytest.raises(PreflightError) as err:
         _run(_lab(sshd_nodes, rabbitmq, campaign, agents), tmp_path, influx)
     problems = err.value.problems
@@ -162,7 +164,12 @@ def test_node_without_the_agents_python_modules_fails_preflight(
     assert "exit 127" in problems["rpc node node0"]
     why = problems["rpc node node1"]
     assert bare in why and "oslo_messaging (ModuleNotFoundError" in why
-    assert "hdrh (ModuleNotFoundError" in why and "pip install oslo.messaging hdrhistogram" in why
+    assert "hdrh (ModuleNotFoundError" in why
+    # the eventlet executor's agents need eventlet as well
+    green = executor == "eventlet"
+    assert ("eventlet (ModuleNotFoundError" in why) == green
+    pip = "pip install oslo.messaging hdrhistogram" + (" eventlet)" if green else ")")
+    assert pip in why
 
 
 def test_one_way_latency_across_nodes_whose_clocks_differ_is_refused(
