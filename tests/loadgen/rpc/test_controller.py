@@ -18,15 +18,7 @@ from collector.writer import InfluxWriter
 from loadgen.rpc.broker import BrokerError, LocalBroker
 from loadgen.rpc.controller import Controller, RpcTestError, RpcTestSpec, run_local
 from loadgen.rpc.stats import LatencyStats
-from tests.fixtures.rabbitmq import management_get, overview_counts, wait_for
-
-
-def _published_to(broker: LocalBroker, queue: str) -> int:
-    """Messages RabbitMQ says were published into one queue."""
-    for q in management_get(broker, "/api/queues"):
-        if q["name"] == queue:
-            return q.get("message_stats", {}).get("publish", 0)
-    return 0
+from tests.fixtures.rabbitmq import overview_counts, published_to, wait_for
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -93,7 +85,10 @@ def test_each_type_counts_match_broker(
     assert got == expected
     if test_type != "rpc-fanout":  # fanout queues are auto-deleted with their servers
         queue = f"wally-{ctl.test_id}-t0{queue_suffix}"
-        assert wait_for(lambda: _published_to(rabbitmq, queue), clients.msgs_ok) == servers_.msgs_ok
+        assert (
+            wait_for(lambda: published_to(rabbitmq, [queue])[queue], clients.msgs_ok)
+            == servers_.msgs_ok
+        )
 
     # merged histograms == histogram of every per-message latency, on both sides
     for side in ("client", "server"):

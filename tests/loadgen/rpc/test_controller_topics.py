@@ -14,17 +14,11 @@ import pytest
 
 from loadgen.rpc.broker import LocalBroker
 from loadgen.rpc.controller import Controller, RpcTestSpec
-from tests.fixtures.rabbitmq import management_get, overview_counts, wait_for
+from tests.fixtures.rabbitmq import overview_counts, published_to, wait_for
 
 CALLS = 30
 CLIENTS = 3
 TOPICS = 2
-
-
-def _published(broker: LocalBroker, queues: list[str]) -> dict[str, int]:
-    """Messages RabbitMQ counted as published into each of `queues`."""
-    stats = {q["name"]: q.get("message_stats", {}) for q in management_get(broker, "/api/queues")}
-    return {q: stats.get(q, {}).get("publish", 0) for q in queues}
 
 
 @pytest.mark.parametrize(("test_type", "servers"), [("rpc-call", 2), ("rpc-fanout", 4)])
@@ -62,7 +56,7 @@ def test_topics_each_server_gets_exactly_its_topics_messages(
     if test_type == "rpc-call":
         assert set(per_topic.values()) == {1}
         # RabbitMQ's own counters, per topic queue: its clients' calls, nothing else
-        assert wait_for(lambda: _published(rabbitmq, topics), sent) == sent
+        assert wait_for(lambda: published_to(rabbitmq, topics), sent) == sent
     received = sum(a.stats.msgs_ok for a in receivers)
     assert received == sum(sent[t] * per_topic[t] for t in topics)
     # broker-wide: every call also publishes and delivers a reply; fanout queues are gone
